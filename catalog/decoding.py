@@ -1,0 +1,201 @@
+"""Turning a model's logits into catalog values: calibration, consistency rules, joint decoding.
+
+Training fits the calibration and mines the rules; the exported manifest carries them; the service and
+the offline ``predict`` CLI decode with exactly this code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from catalog.taxonomy import Category
+
+
+@dataclass(frozen=True)
+class AttributeCalibration:
+    """``softmax((logits + offsets) / temperature)``; offsets shift class priors toward macro-F1."""
+
+    temperature: float = 1.0
+    offsets: tuple[float, ...] = ()
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        shifted = logits.astype(np.float64)
+        if self.offsets:
+            if len(self.offsets) != logits.shape[-1]:
+                raise ValueError(f"{len(self.offsets)} offsets for {logits.shape[-1]} logits")
+            shifted = shifted + np.asarray(self.offsets)
+        return shifted / self.temperature
+
+    def to_dict(self) -> dict[str, object]:
+        return {"temperature": self.temperature, "offsets": list(self.offsets)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttributeCalibration:
+        temperature = float(data.get("temperature", 1.0))
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return cls(temperature, tuple(float(v) for v in data.get("offsets") or ()))
+
+
+@dataclass(frozen=True)
+class ConsistencyRule:
+    """``if_attribute == if_value`` implies ``then_attribute == then_value`` (mined from labels)."""
+
+    if_attribute: str
+    if_value: str
+    then_attribute: str
+    then_value: str
+    confidence: float = 1.0
+    support: int = 0
+
+    def violated_by(self, values: Mapping[str, str]) -> bool:
+        return values.get(self.if_attribute) == self.if_value and values.get(self.then_attribute) != self.then_value
+
+    def to_dict(self) -> dict[str, object]:
+        return {"if": [self.if_attribute, self.if_value], "then": [self.then_attribute, self.then_value],
+                "confidence": self.confidence, "support": self.support}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConsistencyRule:
+        if_part, then_part = data["if"], data["then"]
+        return cls(str(if_part[0]), str(if_part[1]), str(then_part[0]), str(then_part[1]),
+                   float(data.get("confidence", 1.0)), int(data.get("support", 0)))
+
+    def __str__(self) -> str:
+        return f"{self.if_attribute}={self.if_value!r} => {self.then_attribute}={self.then_value!r}"
+
+
+def validate_rules(rules: Sequence[ConsistencyRule], category: Category) -> None:
+    """Every rule must name attributes and values of ``category``; raises naming the bad one."""
+    for rule in rules:
+        category.attribute(rule.if_attribute).validate(rule.if_value)
+        category.attribute(rule.then_attribute).validate(rule.then_value)
+        if rule.if_attribute == rule.then_attribute:
+            raise ValueError(f"rule {rule} relates an attribute to itself")
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Calibrated probabilities and rule-respecting joint decoding for one category."""
+
+    category: Category
+    calibration: Mapping[str, AttributeCalibration] = field(default_factory=dict)
+    rules: tuple[ConsistencyRule, ...] = ()
+    candidates_per_attribute: int = 3
+
+    def __post_init__(self) -> None:
+        validate_rules(self.rules, self.category)
+        for name in self.calibration:
+            self.category.attribute(name)
+
+    def probabilities(self, logits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per attribute, (N, K) logits -> (N, K) calibrated probabilities."""
+        out: dict[str, np.ndarray] = {}
+        for attribute in self.category.attributes:
+            raw = np.asarray(logits[attribute.name])
+            if raw.shape[-1] != len(attribute.values):
+                raise ValueError(
+                    f"{attribute.name}: {raw.shape[-1]} logits for {len(attribute.values)} values"
+                )
+            calibration = self.calibration.get(attribute.name, AttributeCalibration())
+            scaled = calibration.apply(raw)
+            scaled -= scaled.max(axis=-1, keepdims=True)
+            exp = np.exp(scaled)
+            out[attribute.name] = exp / exp.sum(axis=-1, keepdims=True)
+        return out
+
+    def decode(self, probabilities: Mapping[str, np.ndarray]) -> list[dict[str, int]]:
+        """Per row, the value index of every attribute: the most probable combination breaking no rule.
+
+        Rules only tie a few attributes together, so each connected group of ruled attributes is
+        searched over its top candidates; free attributes take their argmax. When no candidate
+        combination satisfies the rules (a rare, contradictory image) the plain argmax stands.
+        """
+        names = [a.name for a in self.category.attributes]
+        n = len(next(iter(probabilities.values()))) if probabilities else 0
+        argmax = {name: np.asarray(probabilities[name]).argmax(axis=-1) for name in names}
+        rows = [{name: int(argmax[name][i]) for name in names} for i in range(n)]
+        if not self.rules:
+            return rows
+        for group in self._groups():
+            group_rules = [r for r in self.rules if r.if_attribute in group]
+            for i, row in enumerate(rows):
+                self._decode_group(i, row, group, group_rules, probabilities)
+        return rows
+
+    def _groups(self) -> list[list[str]]:
+        parent: dict[str, str] = {}
+
+        def find(x: str) -> str:
+            while parent.setdefault(x, x) != x:
+                x = parent[x]
+            return x
+
+        for rule in self.rules:
+            parent[find(rule.if_attribute)] = find(rule.then_attribute)
+        groups: dict[str, list[str]] = {}
+        for name in self.category.attribute_names:
+            if name in parent:
+                groups.setdefault(find(name), []).append(name)
+        return list(groups.values())
+
+    def _decode_group(self, i: int, row: dict[str, int], group: list[str], rules: list[ConsistencyRule],
+                      probabilities: Mapping[str, np.ndarray]) -> None:
+        values = {name: self.category.attribute(name).values for name in group}
+        current = {name: values[name][row[name]] for name in group}
+        if not any(rule.violated_by(current) for rule in rules):
+            return
+        log_p = {name: np.log(np.asarray(probabilities[name][i]) + 1e-12) for name in group}
+        top = {name: np.argsort(-log_p[name])[: self.candidates_per_attribute] for name in group}
+        best: tuple[float, tuple[int, ...]] | None = None
+        for combo in itertools.product(*(top[name] for name in group)):
+            chosen = {name: values[name][k] for name, k in zip(group, combo, strict=True)}
+            if any(rule.violated_by(chosen) for rule in rules):
+                continue
+            total = float(sum(log_p[name][k] for name, k in zip(group, combo, strict=True)))
+            if best is None or total > best[0]:
+                best = (total, tuple(int(k) for k in combo))
+        if best is not None:
+            row.update(zip(group, best[1], strict=True))
+
+
+@dataclass(frozen=True)
+class AttributePrediction:
+    """One attribute's decoded value, its calibrated confidence and the top-k alternatives."""
+
+    value: str | None
+    confidence: float
+    top_k: tuple[tuple[str, float], ...]
+    abstained: bool
+    decoded_value: str
+
+
+def predict_rows(decoder: Decoder, logits: Mapping[str, np.ndarray], threshold: float = 0.0,
+                 top_k: int = 3) -> list[dict[str, AttributePrediction]]:
+    """Logits of a batch -> per row, per attribute, a prediction; below ``threshold`` it abstains
+    (``value`` None), keeping the decoded value for reference."""
+    probabilities = decoder.probabilities(logits)
+    decoded = decoder.decode(probabilities)
+    rows: list[dict[str, AttributePrediction]] = []
+    for i, chosen in enumerate(decoded):
+        row: dict[str, AttributePrediction] = {}
+        for attribute in decoder.category.attributes:
+            p = probabilities[attribute.name][i]
+            index = chosen[attribute.name]
+            confidence = float(p[index])
+            order = np.argsort(-p)[:top_k]
+            abstained = confidence < threshold
+            row[attribute.name] = AttributePrediction(
+                value=None if abstained else attribute.values[index],
+                confidence=confidence,
+                top_k=tuple((attribute.values[k], float(p[k])) for k in order),
+                abstained=abstained,
+                decoded_value=attribute.values[index],
+            )
+        rows.append(row)
+    return rows

@@ -1,0 +1,130 @@
+"""The preprocessing spec: how an image becomes the model's input tensor.
+
+Training, export and the service all call :func:`preprocess` with the spec stored next to the
+weights (in the checkpoint, then in the ONNX manifest), so what is trained is exactly what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ResizeMode = Literal["stretch", "letterbox"]
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+
+_RESAMPLE: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_BACKGROUND = (255, 255, 255)
+
+
+class PreprocessError(ValueError):
+    """A spec that cannot be applied (bad size, unknown interpolation, …)."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Resize to ``height`` x ``width`` (stretched, as published, or letterboxed on white), scale to
+    [0, 1], normalise by ``mean``/``std``; the tensor is float32, RGB, channels first (NCHW)."""
+
+    height: int = 512
+    width: int = 512
+    resize: ResizeMode = "stretch"
+    interpolation: Interpolation = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if not (8 <= self.height <= 4096 and 8 <= self.width <= 4096):
+            raise PreprocessError(f"image size {self.height}x{self.width} is outside 8..4096 pixels")
+        if self.resize not in ("stretch", "letterbox"):
+            raise PreprocessError(f"unknown resize mode {self.resize!r}; allowed: 'stretch', 'letterbox'")
+        if self.interpolation not in _RESAMPLE:
+            raise PreprocessError(
+                f"unknown interpolation {self.interpolation!r}; allowed: {', '.join(map(repr, _RESAMPLE))}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise PreprocessError(f"mean and std need 3 values each and std > 0; got {self.mean}, {self.std}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.height, self.width)
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> PreprocessSpec:
+        known = {"height", "width", "resize", "interpolation", "mean", "std"}
+        unknown = set(data) - known
+        if unknown:
+            raise PreprocessError(f"unknown preprocessing field(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(values[key])  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def square(cls, size: int, **kwargs: object) -> PreprocessSpec:
+        return cls(height=size, width=size, **kwargs)  # type: ignore[arg-type]
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB: EXIF orientation applied, any mode converted, transparency composited on white."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits rather than clipping everything above 255 to white.
+        array = np.asarray(image, dtype=np.float64)
+        peak = max(float(array.max()), 1.0)
+        scale = 255.0 / (65535.0 if peak > 255 else 255.0)
+        image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Resize an RGB image to the spec's size (no normalisation)."""
+    resample = _RESAMPLE[spec.interpolation]
+    target = (spec.width, spec.height)
+    if spec.resize == "stretch":
+        return image.resize(target, resample)
+    scale = min(spec.width / image.width, spec.height / image.height)
+    inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    canvas = Image.new("RGB", target, _BACKGROUND)
+    canvas.paste(image.resize(inner, resample), ((spec.width - inner[0]) // 2, (spec.height - inner[1]) // 2))
+    return canvas
+
+
+def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """HWC uint8 -> CHW float32, scaled to [0, 1] then normalised."""
+    mean = np.asarray(spec.mean, dtype=np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * 255.0)
+    out = (pixels.astype(np.float32) - mean) * inv_std
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """An image of any mode -> the model's float32 CHW input."""
+    rgb = resize(to_rgb(image), spec)
+    return normalize(np.asarray(rgb, dtype=np.uint8), spec)
