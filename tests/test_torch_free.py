@@ -5,7 +5,10 @@ import sys
 
 import pytest
 
-SERVING_MODULES = ["catalog.taxonomy", "catalog.dataset", "catalog.metric", "catalog.real_labels"]
+SERVING_MODULES = [
+    "catalog.taxonomy", "catalog.dataset", "catalog.metric", "catalog.real_labels",
+    "catalog.preprocessing", "catalog.decoding", "catalog.manifest",
+]
 
 
 @pytest.mark.parametrize("module", SERVING_MODULES)

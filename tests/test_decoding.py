@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from catalog.decoding import AttributeCalibration, ConsistencyRule, Decoder, predict_rows
+from catalog.taxonomy import UnknownValueError, load_taxonomy
+
+MEN = load_taxonomy()["men_tshirts"]
+
+
+def logits_for(rows):
+    """rows: list of {attribute: {value: logit}}; unspecified logits are 0."""
+    out = {}
+    for attribute in MEN.attributes:
+        array = np.zeros((len(rows), len(attribute.values)))
+        for i, row in enumerate(rows):
+            for value, logit in row.get(attribute.name, {}).items():
+                array[i, attribute.index(value)] = logit
+        out[attribute.name] = array
+    return out
+
+
+def test_probabilities_are_calibrated_softmax():
+    decoder = Decoder(MEN, {"neck": AttributeCalibration(temperature=2.0, offsets=(0.0, 1.0))})
+    probs = decoder.probabilities(logits_for([{"neck": {"polo": 3.0}}]))
+    expected = np.exp([1.5, 0.5]) / np.exp([1.5, 0.5]).sum()
+    assert np.allclose(probs["neck"][0], expected)
+    assert np.allclose(probs["color"][0], 0.25)
+
+
+def test_without_rules_decoding_is_argmax():
+    decoder = Decoder(MEN)
+    rows = decoder.decode(decoder.probabilities(logits_for([{"pattern": {"printed": 2.0}}])))
+    assert MEN.attribute("pattern").values[rows[0]["pattern"]] == "printed"
+
+
+def test_joint_decoding_picks_most_probable_combination_that_breaks_no_rule():
+    rule = ConsistencyRule("pattern", "solid", "print_or_pattern_type", "solid")
+    decoder = Decoder(MEN, rules=(rule,))
+    # argmax says pattern=solid (weakly) with print type=typography (strongly): breaks the rule.
+    logits = logits_for([{"pattern": {"solid": 0.2, "printed": 0.0},
+                          "print_or_pattern_type": {"typography": 3.0, "solid": 0.5}}])
+    (row,) = decoder.decode(decoder.probabilities(logits))
+    values = {a.name: a.values[row[a.name]] for a in MEN.attributes}
+    assert values["pattern"] == "printed" and values["print_or_pattern_type"] == "typography"
+    assert not rule.violated_by(values)
+
+
+def test_consistent_argmax_is_left_alone():
+    rule = ConsistencyRule("pattern", "solid", "print_or_pattern_type", "solid")
+    decoder = Decoder(MEN, rules=(rule,))
+    logits = logits_for([{"pattern": {"solid": 2.0}, "print_or_pattern_type": {"solid": 2.0}}])
+    (row,) = decoder.decode(decoder.probabilities(logits))
+    assert row["pattern"] == MEN.attribute("pattern").index("solid")
+
+
+def test_rules_naming_values_outside_the_taxonomy_are_rejected():
+    with pytest.raises(UnknownValueError, match="'checked'"):
+        Decoder(MEN, rules=(ConsistencyRule("pattern", "checked", "neck", "polo"),))
+
+
+def test_predict_rows_abstains_below_threshold_and_reports_top_k():
+    rows = predict_rows(Decoder(MEN), logits_for([{"sleeve_length": {"long sleeves": 4.0}}]), threshold=0.6)
+    sleeve, neck = rows[0]["sleeve_length"], rows[0]["neck"]
+    assert sleeve.value == "long sleeves" and not sleeve.abstained and sleeve.confidence > 0.9
+    assert neck.value is None and neck.abstained and neck.confidence == pytest.approx(0.5)
+    assert sleeve.top_k[0][0] == "long sleeves" and len(rows[0]["color"].top_k) == 3
+
+
+def test_rule_round_trip():
+    rule = ConsistencyRule("pattern", "solid", "print_or_pattern_type", "solid", 0.99, 3033)
+    assert ConsistencyRule.from_dict(rule.to_dict()) == rule
