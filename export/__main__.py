@@ -1,0 +1,72 @@
+"""Export training checkpoints into a versioned ONNX model repository.
+
+    python -m export --checkpoint RUN_DIR --repository MODELS_DIR [--version N]
+                     [--precision fp32|fp16|int8] [--validation-data DIR]
+
+RUN_DIR is one checkpoint directory or a parent holding one per category (``train --category all``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from catalog.dataset import DatasetError
+from catalog.manifest import ManifestError
+from export.exporter import DEFAULT_MAX_SCORE_DROP_POINTS, ExportError, export_checkpoint
+from export.precision import PRECISIONS, PrecisionError
+from export.repository import RepositoryError
+from model_training.checkpoint import is_checkpoint_dir
+
+
+def checkpoint_dirs(path: Path) -> list[Path]:
+    """The checkpoint itself, or every checkpoint directly below a run directory."""
+    if is_checkpoint_dir(path):
+        return [path]
+    found = sorted(p for p in path.iterdir() if is_checkpoint_dir(p)) if path.is_dir() else []
+    if not found:
+        raise ExportError(f"{path}: neither a checkpoint directory nor a folder of checkpoint directories")
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint dir or run dir of checkpoints")
+    parser.add_argument("--repository", required=True, type=Path, help="model repository root (MODELS_DIR)")
+    parser.add_argument("--version", type=int, default=None, help="version number (default: next free one)")
+    parser.add_argument("--precision", default="fp32", help=f"one of {', '.join(PRECISIONS)} (default fp32)")
+    parser.add_argument("--validation-data", type=Path, default=None,
+                        help="challenge-layout data dir whose labelled images verify the export")
+    parser.add_argument("--validation-images", type=int, default=64, help="images per category to verify on")
+    parser.add_argument("--max-score-drop", type=float, default=DEFAULT_MAX_SCORE_DROP_POINTS,
+                        help="largest competition-score drop in points allowed for fp16/int8")
+    parser.add_argument("--force", action="store_true", help="export even when the score drop is too large")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        for checkpoint in checkpoint_dirs(args.checkpoint):
+            result = export_checkpoint(
+                checkpoint, args.repository, version_number=args.version, precision=args.precision,
+                validation_data=args.validation_data, validation_images=args.validation_images,
+                max_score_drop_points=args.max_score_drop, force=args.force,
+            )
+            checks = result.manifest.verification
+            fp32 = checks["fp32"]
+            line = (f"{result.manifest.slug:<18} v{result.manifest.version} {result.manifest.precision}  "
+                    f"fp32 max|diff| {fp32['max_abs_diff']:.2e} argmax {fp32['argmax_agreement']:.4f}")
+            if args.precision != "fp32":
+                line += f"  {args.precision} argmax {checks[args.precision]['argmax_agreement']:.4f}"
+                if "score" in checks:
+                    line += f"  score drop {checks['score']['drop_points']:+.2f} pts"
+            print(f"{line}  -> {result.path}")
+    except (ExportError, PrecisionError, RepositoryError, ManifestError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

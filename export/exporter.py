@@ -1,0 +1,180 @@
+"""Checkpoint -> verified ONNX model version in a model repository."""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from catalog.dataset import LabelRow, read_labels
+from catalog.manifest import MODEL_NAME, Manifest, load_manifest, sha256_file
+from catalog.preprocessing import PreprocessSpec, preprocess
+from catalog.taxonomy import Taxonomy, load_taxonomy
+from export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, export_onnx
+from export.precision import Precision, check_precision, convert
+from export.repository import next_version, staged_version
+from export.verify import FP32_MAX_ABS_DIFF, compare, competition_score, onnx_session, run_onnx, run_torch
+from model_training.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+
+log = logging.getLogger("export")
+
+DEFAULT_MAX_SCORE_DROP_POINTS = 0.5
+"""Largest competition-score drop (in points, 1 point = 0.01 of the 0..1 score) a reduced precision may cost."""
+
+
+class ExportError(RuntimeError):
+    """An export that was refused: the checkpoint does not fit, or verification failed."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest: Manifest
+
+
+def check_checkpoint_taxonomy(info: CheckpointInfo, taxonomy: Taxonomy) -> None:
+    """The checkpoint's heads must cover exactly the category's attributes and values."""
+    category = taxonomy.category(info.category)
+    if list(info.value_orders) != list(category.attribute_names):
+        raise ExportError(
+            f"checkpoint for {category.name!r} has heads {list(info.value_orders)}; the taxonomy's attributes "
+            f"are {list(category.attribute_names)}"
+        )
+    for attribute in category.attributes:
+        values = info.value_orders[attribute.name]
+        if sorted(values) != sorted(attribute.values):
+            raise ExportError(
+                f"checkpoint head {attribute.name!r} predicts {list(values)}; the taxonomy allows "
+                f"{list(attribute.values)}"
+            )
+
+
+def validation_rows(data_dir: str | Path, category: str, limit: int, seed: int = 0) -> list[LabelRow]:
+    """Labelled images of one category: the held-out split when an answer key exists, else train."""
+    root = Path(data_dir)
+    if (root / "test_truth.csv").is_file():
+        rows = read_labels(root / "test_truth.csv", root / "test_images")
+    else:
+        rows = read_labels(root / "train.csv", root / "train_images")
+    rows = [r for r in rows if r.category == category]
+    if not rows:
+        raise ExportError(f"{root}: no labelled images of {category!r} to verify the export on")
+    return random.Random(seed).sample(rows, min(limit, len(rows)))
+
+
+def load_batch(rows: list[LabelRow], spec: PreprocessSpec) -> np.ndarray:
+    arrays = []
+    for row in rows:
+        assert row.image_path is not None
+        with Image.open(row.image_path) as image:
+            arrays.append(preprocess(image, spec))
+    return np.stack(arrays)
+
+
+def random_batch(spec: PreprocessSpec, n: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *spec.input_shape)).astype(np.float32)
+
+
+def library_versions() -> dict[str, str]:
+    found = {}
+    for package in ("torch", "transformers", "onnx", "onnxruntime", "numpy"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    repository: str | Path,
+    *,
+    version_number: int | None = None,
+    precision: str = "fp32",
+    validation_data: str | Path | None = None,
+    validation_images: int = 64,
+    max_score_drop_points: float = DEFAULT_MAX_SCORE_DROP_POINTS,
+    force: bool = False,
+    opset: int = DEFAULT_OPSET,
+) -> ExportResult:
+    """Export, verify and publish one checkpoint as ``repository/<slug>/<version>``."""
+    chosen: Precision = check_precision(precision)
+    taxonomy = load_taxonomy()
+    try:
+        model, info = load_checkpoint(checkpoint)
+    except CheckpointError as error:
+        raise ExportError(str(error)) from None
+    check_checkpoint_taxonomy(info, taxonomy)
+    category = taxonomy.category(info.category)
+    names = list(info.attribute_names)
+    spec = info.preprocessing
+
+    rows: list[LabelRow] = []
+    if validation_data is not None:
+        rows = validation_rows(validation_data, category.name, validation_images)
+        batch = load_batch(rows, spec)
+    else:
+        log.warning("no --validation-data: parity is checked on random inputs and no score drop is measured")
+        batch = random_batch(spec)
+    reference = run_torch(model, batch, names)
+
+    version_number = version_number or next_version(repository, category.slug)
+    with tempfile.TemporaryDirectory() as scratch, staged_version(repository, category.slug, version_number) as stage:
+        fp32_path = Path(scratch) / "model.fp32.onnx"
+        export_onnx(model, names, spec.input_shape, fp32_path, opset)
+        fp32 = compare(reference, run_onnx(onnx_session(fp32_path), batch, names))
+        if fp32.max_abs_diff > FP32_MAX_ABS_DIFF or fp32.argmax_agreement < 1.0:
+            raise ExportError(
+                f"fp32 ONNX does not match PyTorch: max |logit diff| {fp32.max_abs_diff:.3g} (limit "
+                f"{FP32_MAX_ABS_DIFF}), argmax agreement {fp32.argmax_agreement:.4f} (must be 1.0)"
+            )
+        verification: dict[str, Any] = {"fp32": fp32.to_dict(), "images": len(batch),
+                                         "image_source": str(validation_data) if rows else "random"}
+        model_path = stage / MODEL_NAME
+        convert(fp32_path, model_path, chosen)
+        if chosen != "fp32":
+            variant = compare(reference, run_onnx(onnx_session(model_path), batch, names))
+            verification[chosen] = variant.to_dict()
+            if rows:
+                decoder = info.decoder()
+                base = competition_score(decoder, reference, rows)
+                reduced = competition_score(decoder, run_onnx(onnx_session(model_path), batch, names), rows)
+                drop_points = (base - reduced) * 100
+                verification["score"] = {"fp32": base, chosen: reduced, "drop_points": drop_points,
+                                         "max_drop_points": max_score_drop_points, "forced": force}
+                if drop_points > max_score_drop_points and not force:
+                    raise ExportError(
+                        f"{chosen} costs {drop_points:.2f} points of competition score on {len(rows)} validation "
+                        f"images (limit {max_score_drop_points}); pass --force to export anyway"
+                    )
+        manifest = Manifest.model_validate(dict(
+            category=category.name,
+            slug=category.slug,
+            version=version_number,
+            attributes=[{"name": n, "column": category.attribute(n).column, "values": list(info.value_orders[n]),
+                         "output": n} for n in names],
+            input={"name": INPUT_NAME, "shape": ["batch", *spec.input_shape], "dtype": "float32"},
+            preprocessing=spec.to_dict(),
+            calibration={n: c.to_dict() for n, c in info.calibration.items()},
+            rules=[r.to_dict() for r in info.rules],
+            precision=chosen,
+            opset=opset,
+            sha256=sha256_file(model_path),
+            source={"checkpoint": str(Path(checkpoint).resolve()), "validation_metrics": info.metrics,
+                    "git_commit": info.git_commit, "backbone": info.backbone.get("name")},
+            verification=verification,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            library_versions=library_versions(),
+        ))
+        manifest.write(stage)
+        load_manifest(stage)
+    final = Path(repository) / category.slug / str(version_number)
+    return ExportResult(final, load_manifest(final))
