@@ -91,7 +91,7 @@ def test_score_drop_over_limit_fails_and_leaves_nothing(checkpoint, validation_d
 
     scores = iter([0.9, 0.5])
     monkeypatch.setattr(exporter, "competition_score", lambda *args: next(scores))
-    with pytest.raises(ExportError, match="costs 40.00 points"):
+    with pytest.raises(ExportError, match=r"costs 40\.00 points"):
         export_checkpoint(checkpoint, tmp_path, precision="int8", validation_data=validation_data)
     assert not (tmp_path / "men_tshirts").exists()
 
