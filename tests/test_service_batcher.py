@@ -1,0 +1,247 @@
+"""The dynamic batcher's semantics, timed with events (the batch function waits on an asyncio.Event)
+rather than sleeps, after Ray Serve's test_batching.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.batcher import (
+    Batcher,
+    BatcherConfig,
+    BatcherHooks,
+    BatcherStoppedError,
+    DeadlineExceededError,
+    QueueFullError,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class Recorder:
+    """An async batch handler that records its batches and can be held on an event."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+        if not hold:
+            self.release.set()
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.entered.set()
+        await self.release.wait()
+        return [x * 10 for x in items]
+
+
+async def until(predicate, steps: int = 1000) -> None:
+    """Yield to the loop until ``predicate`` holds (no wall-clock sleeping)."""
+    for _ in range(steps):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never became true")
+
+
+def make(handler, **config) -> Batcher:
+    batcher = Batcher(handler, BatcherConfig(**config), name="test")
+    batcher.start()
+    return batcher
+
+
+async def test_idle_single_request_is_not_delayed_when_delay_is_zero():
+    # A huge timeout elsewhere would show up as a hang; with delay 0 the lone item goes at once.
+    recorder = Recorder()
+    batcher = make(recorder, max_batch_size=8, max_delay_s=0.0)
+    result = await asyncio.wait_for(batcher.submit(3), timeout=1.0)
+    assert result.value == 30 and result.batch_size == 1
+    await batcher.stop()
+
+
+async def test_full_batch_dispatches_immediately_despite_long_delay():
+    recorder = Recorder()
+    batcher = make(recorder, max_batch_size=4, max_delay_s=3600)
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(4))), timeout=2.0)
+    assert [r.value for r in results] == [0, 10, 20, 30]
+    assert recorder.batches == [[0, 1, 2, 3]]
+    await batcher.stop()
+
+
+async def test_timer_starts_at_first_item_not_at_last():
+    # Delay is measured from the first item: items submitted later do not extend the wait.
+    loop = asyncio.get_running_loop()
+    recorder = Recorder()
+    batcher = make(recorder, max_batch_size=100, max_delay_s=0.2)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0.15)
+    second = asyncio.ensure_future(batcher.submit(2))
+    t_second = loop.time()
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=2.0)
+    # The batch left ~0.05 s after the second item, well before 0.2 s after it.
+    assert loop.time() - t_second < 0.15
+    assert recorder.batches == [[1, 2]]
+    await batcher.stop()
+
+
+async def test_items_queued_while_a_batch_runs_go_out_together():
+    recorder = Recorder(hold=True)
+    batcher = make(recorder, max_batch_size=8, max_delay_s=0.0)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await recorder.entered.wait()
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2, 3)]
+    await until(lambda: batcher.queue_depth == 3)
+    recorder.release.set()
+    await asyncio.gather(first, *rest)
+    assert recorder.batches == [[0], [1, 2, 3]]
+    await batcher.stop()
+
+
+async def test_queue_bound_rejects_at_once_with_retry_after():
+    recorder = Recorder(hold=True)
+    batcher = make(recorder, max_batch_size=1, max_queue_size=2)
+    running = asyncio.ensure_future(batcher.submit(0))
+    await recorder.entered.wait()
+    queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+    await until(lambda: batcher.queue_depth == 2)
+    with pytest.raises(QueueFullError) as caught:
+        await batcher.submit(3)
+    assert caught.value.retry_after_s >= 1
+    recorder.release.set()
+    assert [r.value for r in await asyncio.gather(running, *queued)] == [0, 10, 20]
+    await batcher.stop()
+
+
+async def test_deadline_expires_for_items_that_never_started():
+    recorder = Recorder(hold=True)
+    batcher = make(recorder, max_batch_size=1)
+    running = asyncio.ensure_future(batcher.submit(0, timeout_s=0.05))
+    await recorder.entered.wait()
+    # The running item is past its deadline too, but it started in time, so it still completes.
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit(1, timeout_s=0.05)
+    recorder.release.set()
+    assert (await running).value == 0
+    assert recorder.batches == [[0]]  # the expired item never ran
+    await batcher.stop()
+
+
+async def test_cancelled_requests_are_dropped_before_the_batch_runs():
+    recorder = Recorder(hold=True)
+    batcher = make(recorder, max_batch_size=8)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await recorder.entered.wait()
+    doomed = asyncio.ensure_future(batcher.submit(1))
+    kept = asyncio.ensure_future(batcher.submit(2))
+    await until(lambda: batcher.queue_depth == 2)
+    doomed.cancel()
+    await until(lambda: batcher.queue_depth == 1)
+    recorder.release.set()
+    await asyncio.gather(first, kept)
+    assert recorder.batches == [[0], [2]]
+    assert doomed.cancelled()
+    await batcher.stop()
+
+
+async def test_failing_batch_fails_only_its_own_items():
+    calls = 0
+    gate = asyncio.Event()
+
+    async def handler(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await gate.wait()
+            raise RuntimeError("boom")
+        return items
+
+    batcher = make(handler, max_batch_size=2)
+    bad = [asyncio.ensure_future(batcher.submit(i)) for i in (0, 1)]
+    await until(lambda: calls == 1)
+    good = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+    await until(lambda: batcher.queue_depth == 2)
+    gate.set()
+    outcomes = await asyncio.gather(*bad, *good, return_exceptions=True)
+    assert [type(o) for o in outcomes[:2]] == [RuntimeError, RuntimeError]
+    assert [o.value for o in outcomes[2:]] == [2, 3]
+    await batcher.stop()
+
+
+async def test_exception_result_fails_only_that_item_and_length_is_checked():
+    async def handler(items: list[int]) -> list[object]:
+        return [ValueError("bad") if x == 1 else x for x in items]
+
+    batcher = make(handler, max_batch_size=4, max_delay_s=3600)
+    outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    assert isinstance(outcomes[1], ValueError)
+    assert [o.value for o in (outcomes[0], outcomes[2], outcomes[3])] == [0, 2, 3]
+    await batcher.stop()
+
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    batcher = make(short, max_batch_size=2, max_delay_s=3600)
+    outcomes = await asyncio.gather(batcher.submit(0), batcher.submit(1), return_exceptions=True)
+    assert all("1 results for 2 inputs" in str(o) for o in outcomes)
+    await batcher.stop()
+
+
+async def test_one_batch_in_flight_by_default_and_more_when_configured():
+    for in_flight, expected in ((1, 1), (2, 2)):
+        recorder = Recorder(hold=True)
+        batcher = make(recorder, max_batch_size=1, max_in_flight=in_flight)
+        tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+        await until(lambda r=recorder, e=expected: len(r.batches) == e)
+        for _ in range(20):  # give the loop every chance to start one more batch than allowed
+            await asyncio.sleep(0)
+        assert len(recorder.batches) == expected and batcher.in_flight == expected
+        assert batcher.queue_depth == 3 - expected
+        recorder.release.set()
+        await asyncio.gather(*tasks)
+        await batcher.stop()
+
+
+async def test_sync_handler_runs_in_a_worker_thread():
+    import threading
+
+    seen: list[str] = []
+
+    def handler(items: list[int]) -> list[int]:
+        seen.append(threading.current_thread().name)
+        return items
+
+    batcher = make(handler)
+    assert (await batcher.submit(7)).value == 7
+    assert seen and seen[0] != threading.current_thread().name
+    await batcher.stop()
+
+
+async def test_stop_drains_queued_work_then_refuses_new_items():
+    recorder = Recorder(hold=True)
+    sizes: list[int] = []
+    hooks = BatcherHooks(on_batch=lambda n, s: sizes.append(n))
+    batcher = Batcher(recorder, BatcherConfig(max_batch_size=1), hooks=hooks)
+    batcher.start()
+    tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    await recorder.entered.wait()
+    stopping = asyncio.ensure_future(batcher.stop(drain_timeout_s=5))
+    await until(lambda: not batcher.accepting)
+    with pytest.raises(BatcherStoppedError):
+        await batcher.submit(99)
+    recorder.release.set()
+    await stopping
+    assert [t.result().value for t in tasks] == [0, 10, 20]
+    assert sizes == [1, 1, 1]
+
+
+def test_config_rejects_nonsense_naming_the_value():
+    with pytest.raises(ValueError, match="max_batch_size must be >= 1, got 0"):
+        BatcherConfig(max_batch_size=0)
+    with pytest.raises(ValueError, match="max_delay_s must be >= 0, got -1"):
+        BatcherConfig(max_delay_s=-1)
