@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageDraw
 
 from model_training.synthetic.motifs import MOTIFS
-from model_training.synthetic.palette import RGB, mix, shade
+from model_training.synthetic.palette import RGB, luminance, mix, shade
 
 Box = tuple[float, float, float, float]
 
@@ -31,11 +31,12 @@ class FabricSpec:
 
 @cache
 def _knit_tile(period: int) -> np.ndarray:
-    """Multiplicative knit texture: columns of V-shaped stitches (values 0.78..1)."""
+    """Knit stitch mask: columns of V-shaped stitches (255 on the stitch edges), tiled over the fabric."""
     y, x = np.mgrid[0:period, 0:period]
-    v = np.abs(((x + y) % period) - period / 2) / (period / 2)  # chevrons
-    col = 0.5 + 0.5 * np.cos(2 * np.pi * x / period)
-    return (0.78 + 0.22 * (0.6 * v + 0.4 * col)).astype(np.float32)
+    half = period / 2
+    v = np.abs((y + np.abs(x % period - half)) % period - half) / half  # chevrons
+    rib = np.abs(x % period - half) / half  # column edges
+    return (np.clip(1.6 * (1 - v) + 0.6 * rib - 0.9, 0, 1) * 255).astype(np.uint8)
 
 
 def _blocks(d: ImageDraw.ImageDraw, box: Box, colours: list[RGB], rng: np.random.Generator) -> None:
@@ -97,14 +98,12 @@ def paint_fabric(size: tuple[int, int], box: Box, spec: FabricSpec, rng: np.rand
         for y in range(box[1], box[3], 4):
             d.line((box[0], y, box[2], y), fill=tone, width=1)
     elif spec.weave == "knit":
-        period = max(6, width // 28)
-        tile = _knit_tile(period)
+        # stitches lighter than a dark yarn or darker than a light one, so knit shows on any colour
+        period = max(6, width // 24)
         bw, bh = box[2] - box[0], box[3] - box[1]
-        if bw > 0 and bh > 0:
-            reps = (bh // period + 1, bw // period + 1)
-            texture = (np.tile(tile, reps)[:bh, :bw] * 255).astype(np.uint8)
-            patch = img.crop(box)
-            img.paste(ImageChops.multiply(patch, Image.fromarray(texture, "L").convert("RGB")), box[:2])
+        texture = np.tile(_knit_tile(period), (bh // period + 1, bw // period + 1))[:bh, :bw]
+        tone = shade(base, 1.3) if luminance(base) < 90 else shade(base, 0.72)
+        img.paste(tone, (0, 0), Image.fromarray(np.ascontiguousarray(texture), "L"))
     return img
 
 
@@ -118,7 +117,7 @@ def _place_motifs(d: ImageDraw.ImageDraw, box: Box, spec: FabricSpec, inks: list
     if spec.arrangement == "placement":
         draw(d, cx, cy, cr * spec.size, inks, rng)
     elif spec.arrangement == "small":
-        draw(d, cx + cr * 0.6, cy - cr * 0.35, cr * 0.32 * spec.size, inks, rng)
+        draw(d, cx + cr * 0.55, cy - cr * 0.3, cr * 0.42 * spec.size, inks, rng)
     else:
         sparse = spec.arrangement == "scatter"
         r = width / (22 if sparse else 13) * spec.size

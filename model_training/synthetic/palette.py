@@ -78,6 +78,11 @@ def shade(c: RGB, f: float) -> RGB:
     return mix(c, (255, 255, 255), min(1.0, f - 1))
 
 
+def tone(c: RGB, amount: float = 0.35) -> RGB:
+    """A same-hue trim colour that stays visible: darker on light fabric, lighter on dark fabric."""
+    return shade(c, 1 - amount) if luminance(c) > 90 else shade(c, 1 + amount * 1.3)
+
+
 def luminance(c: RGB) -> float:
     return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 

@@ -30,6 +30,7 @@ from model_training.synthetic.palette import (
     multicolour,
     shade,
     tint,
+    tone,
 )
 from model_training.synthetic.scene import Scene
 
@@ -156,10 +157,12 @@ def fabric_for(category: str, labels: Mapping[str, str], scene: Scene) -> Fabric
     coverage = (KURTI_COVERAGE if category == "Kurtis" else COVERAGE).get(pattern, "small")
     size = 1.0
     if motif is None and coverage in ("full", "scatter"):
-        motif, arrangement = "dots", "allover"  # printed, but the print type says solid: plain dots
+        # printed, yet the print type says solid (rare): a stripe no print type of the category uses
+        used = {m for m, _ in PRINTS[category].values()}
+        motif, arrangement = ("checks" if "stripes" in used else "stripes"), "allover"
     if coverage == "small":
         arrangement = "small" if motif is not None else "none"
-        size = 0.55
+        size = 0.5 if motif in ("stripes", "checks") else 1.0
     elif coverage == "scatter":
         arrangement = "scatter" if arrangement == "allover" else "small"
         size = 1.7 if motif in ("stripes", "checks") else 1.3
@@ -177,7 +180,7 @@ def draw_top(scene: Scene, category: str, labels: Mapping[str, str]) -> None:
     angle = 14.0 if on_figure else (22.0 if shape.sleeve > 1.6 else 48.0)
     spec = fabric_for(category, labels, scene)
     base = spec.colours[0]
-    trim = shade(base, 0.72) if scene.nuisance.trim_variant % 3 else contrast_ink(base, scene.rng)
+    trim = tone(base, 0.3) if scene.nuisance.trim_variant % 3 else contrast_ink(base, scene.rng)
 
     if on_figure:
         figure.legs(scene, 2.2, 7.0, scene.nuisance.legwear)
@@ -235,7 +238,7 @@ def _neck(scene: Scene, kind: str, base: RGB, trim: RGB, on_figure: bool) -> Non
     inside = scene.nuisance.skin if on_figure else shade(base, 0.55)
     opening = _neck_opening(kind)
     scene.polygon(opening, inside)
-    band = shade(base, 0.8)
+    band = tone(base, 0.2)
     if kind == "high":
         scene.polygon([(-0.26, -0.42), (0.26, -0.42), (0.3, 0.04), (-0.3, 0.04)], shade(base, 0.95),
                       outline=band, width=2)
@@ -257,7 +260,7 @@ def _neck(scene: Scene, kind: str, base: RGB, trim: RGB, on_figure: bool) -> Non
 
 
 def _surface(scene: Scene, styling: str, shape: Shape, base: RGB, cue: float) -> None:
-    dark = shade(base, 0.62)
+    dark = tone(base, 0.4)
     if styling == "ruffles":
         r = toward(0.08, 0.15, cue)
         hem = shape.hem
