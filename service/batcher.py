@@ -186,11 +186,12 @@ class Batcher(Generic[T, R]):
             if len(self._queue) >= self.config.max_queue_size:
                 raise QueueFullError(self.name, len(self._queue), self._retry_after_s())
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
+        now = time.perf_counter()
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         item: _Item[T, R] = _Item(value, loop.create_future(), now, None if timeout is None else now + timeout)
-        if item.deadline is not None:
-            item.timer = loop.call_at(item.deadline, self._expire, item)
+        if timeout is not None:
+            item.timer = loop.call_later(timeout, self._expire, item)
         self._queue.append(item)
         self._arrived.set()
         self._report_depth()
@@ -217,7 +218,7 @@ class Batcher(Generic[T, R]):
                 # Timer from the first live item's arrival; a full queue cuts the wait short.
                 close_at = self._queue[0].enqueued_at + self.config.max_delay_s
                 while self._live_queue() < self.config.max_batch_size:
-                    remaining = close_at - loop.time()
+                    remaining = close_at - time.perf_counter()
                     if remaining <= 0:
                         break
                     self._arrived.clear()
@@ -249,7 +250,7 @@ class Batcher(Generic[T, R]):
 
     async def _run_batch(self, batch: list[_Item[T, R]]) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         values = [item.value for item in batch]
         try:
             if self._is_async:
@@ -268,7 +269,7 @@ class Batcher(Generic[T, R]):
             return
         finally:
             self._slots.release()
-        run_s = loop.time() - started
+        run_s = time.perf_counter() - started
         self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * run_s
         if self._hooks.on_batch is not None:
             self._hooks.on_batch(len(batch), run_s)
@@ -284,7 +285,7 @@ class Batcher(Generic[T, R]):
 
     def _expire(self, item: _Item[T, R]) -> None:
         if not item.started and not item.future.done():
-            waited = asyncio.get_running_loop().time() - item.enqueued_at
+            waited = time.perf_counter() - item.enqueued_at
             item.future.set_exception(
                 DeadlineExceededError(f"{self.name}: request did not start within its deadline ({waited:.3f} s)")
             )

@@ -1,0 +1,77 @@
+"""``python -m service [--repository DIR] [--host H] [--port P]``: load the models, then serve.
+
+With no arguments and no ``CATALOG_SERVICE_*`` variables it serves the demo repository (``models/demo``)
+on 127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.errors import ModelLoadError
+from service.metrics import ServiceMetrics
+from service.models import OnnxPredictor
+from service.pipeline import ServiceState
+from service.settings import ENV_PREFIX, Settings
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, readiness turns 503 and new predictions are refused *before* uvicorn stops
+    listening and waits (up to the drain timeout) for in-flight requests; the lifespan then drains the
+    batchers and the process exits."""
+
+    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
+        super().__init__(config)
+        self._state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._state.begin_drain()
+        super().handle_exit(sig, frame)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", help=f"model repository (env {ENV_PREFIX}REPOSITORY; default models/demo)")
+    parser.add_argument("--host", help=f"interface (env {ENV_PREFIX}HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help=f"port (env {ENV_PREFIX}PORT; default 8000)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {k: v for k, v in (("repository", args.repository), ("host", args.host),
+                                                   ("port", args.port)) if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(p) for p in problem["loc"]) or "settings"
+            print(f"error: invalid setting {field}: {problem['msg']}", file=sys.stderr)
+        return 2
+    metrics = ServiceMetrics()
+    predictor = OnnxPredictor(settings, metrics)
+    try:
+        predictor.load()  # before binding the port, so a broken model is a clear message and exit 1
+    except ModelLoadError as error:
+        print(f"error: cannot serve: {error}", file=sys.stderr)
+        return 1
+    app = create_app(settings, predictor, metrics)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, access_log=False)
+    DrainingServer(config, app.state.service).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

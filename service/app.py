@@ -1,0 +1,159 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan, error mapping and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import __version__
+from service.batcher import BatcherError
+from service.errors import PayloadTooLargeError, ServiceError, to_http
+from service.metrics import ServiceMetrics
+from service.models import OnnxPredictor, Predictor
+from service.pipeline import ServiceState
+from service.routes import api, v2
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class HttpMiddleware:
+    """Plain ASGI (no BaseHTTPMiddleware task overhead): caps request bodies before multipart parsing
+    spools them, and times every request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        limit = self.max_body_bytes
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            declared = dict(scope["headers"]).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _BodyTooLarge
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except _BodyTooLarge:
+            if response_started:
+                raise
+            status = await self._too_large(send, limit)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.request_seconds.labels(template, scope["method"], str(status)).observe(
+                time.perf_counter() - started)
+
+    async def _too_large(self, send: Send, limit: int) -> int:
+        http = to_http(PayloadTooLargeError(f"request body exceeds {limit} bytes"))
+        self.metrics.rejections_total.labels(http.code).inc()
+        body = json.dumps(http.body()).encode()
+        await send({"type": "http.response.start", "status": http.status,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return http.status
+
+
+def create_app(settings: Settings | None = None, predictor: Predictor | None = None,
+               metrics: ServiceMetrics | None = None) -> FastAPI:
+    """Build the app; models load in the lifespan (or earlier, by ``python -m service``)."""
+    settings = settings or Settings()
+    metrics = metrics or ServiceMetrics()
+    predictor = predictor or OnnxPredictor(settings, metrics)
+    state = ServiceState(
+        settings=settings, predictor=predictor, metrics=metrics,
+        executor=ThreadPoolExecutor(settings.resolved_preprocess_threads, thread_name_prefix="decode"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.predictor.start()
+        state.started = True
+        log.info("ready: %s", ", ".join(f"{m.name} v{m.version}" for m in state.predictor.models()))
+        try:
+            yield
+        finally:
+            # Reached after the server stopped taking requests and in-flight ones finished (uvicorn's
+            # graceful shutdown); stop() still lets anything queued run, bounded by the drain timeout.
+            state.begin_drain()
+            await state.predictor.stop(settings.drain_timeout_s)
+            state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="Catalog attributes", version=__version__, lifespan=lifespan,
+        description="Predicts Meesho catalog attributes from product images and flags supplier mismatches.",
+    )
+    app.state.service = state
+    app.include_router(api.router)
+    app.include_router(v2.router)
+
+    async def service_error(request: Request, error: Exception) -> JSONResponse:
+        http = to_http(error)
+        metrics.rejections_total.labels(http.code).inc()
+        if http.status >= 500 and http.code == "internal_error":
+            log.exception("unhandled error on %s", request.url.path, exc_info=error)
+        return JSONResponse(http.body(), status_code=http.status, headers=http.headers)
+
+    async def validation_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        metrics.rejections_total.labels("invalid_request").inc()
+        return JSONResponse({"error": problems, "code": "invalid_request"}, status_code=422)
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(BatcherError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> dict[str, Any]:
+        return {"service": "catalog-attributes", "version": __version__, "docs": "/docs",
+                "models": [m.name for m in state.predictor.models()]}
+
+    app.add_middleware(HttpMiddleware, metrics=metrics, max_body_bytes=settings.max_request_bytes)
+    return app

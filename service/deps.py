@@ -1,0 +1,38 @@
+"""Typed dependencies shared by the routes."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from service.errors import UnauthorizedError
+from service.pipeline import ServiceState
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def require_api_key(
+    state: State,
+    x_api_key: Annotated[str | None, Header(description="the API key, when the service has one")] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """Checks the key when one is configured; constant-time so timing does not leak its prefix."""
+    expected = state.settings.api_key
+    if expected is None:
+        return
+    given = x_api_key
+    if given is None and authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if given is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise UnauthorizedError("missing or wrong API key (send it in X-API-Key or Authorization: Bearer)")
+
+
+ApiKey = Depends(require_api_key)

@@ -1,0 +1,106 @@
+"""Domain errors, and the one place that maps every error the service raises to an HTTP answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.batcher import BatcherStoppedError, DeadlineExceededError, QueueFullError
+
+
+class ServiceError(Exception):
+    """An error with a stable machine-readable ``code``; its message is safe to show to clients."""
+
+    code = "error"
+
+
+class UnsupportedMediaError(ServiceError):
+    code = "unsupported_media_type"
+
+
+class PayloadTooLargeError(ServiceError):
+    code = "payload_too_large"
+
+
+class InvalidImageError(ServiceError):
+    code = "invalid_image"
+
+
+class UnknownModelError(ServiceError):
+    code = "unknown_category"
+
+
+class ModelNotFoundError(UnknownModelError):
+    """An unknown model on an Open Inference Protocol route, where the protocol says 404."""
+
+    code = "model_not_found"
+
+
+class InvalidDeclaredError(ServiceError):
+    code = "invalid_declared"
+
+
+class InvalidRequestError(ServiceError):
+    code = "invalid_request"
+
+
+class ModelNotReadyError(ServiceError):
+    code = "model_not_ready"
+
+
+class ShuttingDownError(ServiceError):
+    code = "shutting_down"
+
+
+class UnauthorizedError(ServiceError):
+    code = "unauthorized"
+
+
+class ModelLoadError(ServiceError):
+    """A model that cannot be served (bad manifest, checksum, session); stops start-up."""
+
+    code = "model_load_failed"
+
+
+_STATUS: dict[type[Exception], tuple[int, str]] = {
+    UnsupportedMediaError: (415, UnsupportedMediaError.code),
+    PayloadTooLargeError: (413, PayloadTooLargeError.code),
+    InvalidImageError: (422, InvalidImageError.code),
+    UnknownModelError: (422, UnknownModelError.code),
+    ModelNotFoundError: (404, ModelNotFoundError.code),
+    InvalidDeclaredError: (422, InvalidDeclaredError.code),
+    InvalidRequestError: (422, InvalidRequestError.code),
+    UnauthorizedError: (401, UnauthorizedError.code),
+    ModelNotReadyError: (503, ModelNotReadyError.code),
+    ShuttingDownError: (503, ShuttingDownError.code),
+    BatcherStoppedError: (503, ShuttingDownError.code),
+    QueueFullError: (503, "queue_full"),
+    DeadlineExceededError: (504, "deadline_exceeded"),
+}
+
+
+@dataclass(frozen=True)
+class HttpError:
+    status: int
+    code: str
+    message: str
+    headers: dict[str, str]
+
+    def body(self) -> dict[str, str]:
+        # "error" as a plain string keeps the Open Inference Protocol's error shape.
+        return {"error": self.message, "code": self.code}
+
+
+def to_http(error: Exception) -> HttpError:
+    """Status, code, message and headers for ``error``; anything unknown is a 500 that hides details."""
+    for kind in type(error).__mro__:
+        if kind in _STATUS:
+            status, code = _STATUS[kind]
+            headers: dict[str, str] = {}
+            if isinstance(error, QueueFullError):
+                headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
+            elif status == 503:
+                headers["Retry-After"] = "1"
+            elif isinstance(error, UnauthorizedError):
+                headers["WWW-Authenticate"] = "Bearer"
+            return HttpError(status, code, str(error), headers)
+    return HttpError(500, "internal_error", "internal error", {})

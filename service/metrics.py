@@ -1,0 +1,51 @@
+"""Every Prometheus metric the service exports, declared here and nowhere else, on a registry per app
+(so tests can build many apps). Names carry base units (``_seconds``, ``_total``); buckets are fixed."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "catalog_http_request_duration_seconds", "HTTP request latency by route template and status.",
+            ["route", "method", "status"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.preprocess_seconds = Histogram(
+            "catalog_preprocess_duration_seconds", "Decoding and resizing one upload.",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.queue_wait_seconds = Histogram(
+            "catalog_queue_wait_seconds", "Time an image waited in the batch queue before its batch started.",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.compute_seconds = Histogram(
+            "catalog_batch_compute_seconds", "Model run plus decoding of one batch.",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.batch_size = Histogram(
+            "catalog_batch_size", "Images per model call.", ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge(
+            "catalog_queue_depth", "Images waiting for a batch.", ["model"], registry=r)
+        self.images_total = Counter(
+            "catalog_images_processed_total", "Images run through a model (rate() gives images/s).",
+            ["model"], registry=r)
+        self.rejections_total = Counter(
+            "catalog_rejections_total", "Requests refused, by reason (error code).", ["reason"], registry=r)
+        self.predictions_total = Counter(
+            "catalog_predictions_total", "Predicted values, for drift monitoring.",
+            ["model", "attribute", "value"], registry=r)
+        self.abstentions_total = Counter(
+            "catalog_abstentions_total", "Attributes left null for low confidence.", ["model", "attribute"],
+            registry=r)
+        self.conflicts_total = Counter(
+            "catalog_conflicts_total", "Declared values the image contradicts.", ["model", "attribute"],
+            registry=r)
+        self.model_info = Gauge(
+            "catalog_model_info", "Loaded model (value 1), with its version, precision and execution provider.",
+            ["model", "version", "precision", "provider"], registry=r)
+        self.model_ready = Gauge(
+            "catalog_model_ready", "1 when the model serves, 0 when it failed to load or the server drains.",
+            ["model"], registry=r)

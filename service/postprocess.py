@@ -1,0 +1,86 @@
+"""From decoded rows to answers: abstention at the request's threshold, supplier-mismatch conflicts,
+the challenge-style row and the response body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from catalog.dataset import UNUSED_SLOT
+from catalog.decoding import AttributePrediction
+from catalog.taxonomy import ATTRIBUTE_COLUMNS, Category, TaxonomyError
+from service.errors import InvalidDeclaredError
+from service.schemas import Alternative, AttributeResult, Conflict, PredictResponse, Timings
+
+Row = Mapping[str, AttributePrediction]
+
+
+def parse_declared(text: str | None, category: Category) -> dict[str, str]:
+    """The ``declared`` form field (a JSON object of attribute name or column -> value) checked against
+    the taxonomy; every problem is named in one 422."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidDeclaredError(f"declared must be a JSON object: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidDeclaredError(f"declared must be a JSON object, got {type(data).__name__}")
+    return validate_declared(data, category)
+
+
+def validate_declared(data: Mapping[str, object], category: Category) -> dict[str, str]:
+    declared: dict[str, str] = {}
+    problems: list[str] = []
+    for key, value in data.items():
+        if value is None or value == "":
+            continue  # the supplier left it blank: nothing to compare
+        try:
+            attribute = category.attribute(str(key))
+            declared[attribute.name] = attribute.validate(str(value))
+        except TaxonomyError as error:
+            problems.append(str(error))
+    if problems:
+        raise InvalidDeclaredError("declared attributes outside the taxonomy: " + "; ".join(problems))
+    return declared
+
+
+def find_conflicts(category: Category, row: Row, declared: Mapping[str, str], min_confidence: float) -> list[Conflict]:
+    """Declared values that differ from what the image shows with at least ``min_confidence``."""
+    conflicts = []
+    for attribute in category.attributes:
+        stated = declared.get(attribute.name)
+        prediction = row[attribute.name]
+        if stated is None or stated == prediction.decoded_value or prediction.confidence < min_confidence:
+            continue
+        conflicts.append(Conflict(attribute=attribute.name, column=attribute.column, declared=stated,
+                                  predicted=prediction.decoded_value, confidence=prediction.confidence))
+    return conflicts
+
+
+def attribute_results(row: Row, threshold: float) -> dict[str, AttributeResult]:
+    results = {}
+    for name, p in row.items():
+        abstained = p.confidence < threshold
+        results[name] = AttributeResult(
+            value=None if abstained else p.decoded_value, confidence=p.confidence, abstained=abstained,
+            decoded_value=p.decoded_value, top_k=[Alternative(value=v, confidence=c) for v, c in p.top_k],
+        )
+    return results
+
+
+def challenge_row(category: Category, row: Row) -> dict[str, str]:
+    """``attr_1..attr_10`` as a submission row: the decoded value even when abstaining (the challenge
+    scores every slot, so a best guess beats a blank), ``dummy`` past the category's length."""
+    values = {a.column: row[a.name].decoded_value for a in category.attributes}
+    return {column: values.get(column, UNUSED_SLOT) for column in ATTRIBUTE_COLUMNS}
+
+
+def build_response(*, model: str, version: int, category: Category, row: Row, threshold: float,
+                   declared: Mapping[str, str], conflict_threshold: float, timings: Timings) -> PredictResponse:
+    return PredictResponse(
+        model=model, model_version=version, category=category.name, threshold=threshold,
+        attributes=attribute_results(row, threshold),
+        conflicts=find_conflicts(category, row, declared, conflict_threshold),
+        row=challenge_row(category, row), timings=timings,
+    )

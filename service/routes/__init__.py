@@ -1,0 +1,1 @@
+"""Thin routes: parse, call the pipeline, let the app map errors."""

@@ -1,0 +1,82 @@
+"""The service's own API: ``/predict``, ``/batch`` and the list of loaded models."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.batcher import BatcherError
+from service.deps import ApiKey, State
+from service.errors import InvalidRequestError, PayloadTooLargeError, ServiceError, to_http
+from service.pipeline import predict_image
+from service.schemas import BatchItem, BatchResponse, ErrorBody, ModelList, ModelSummary, PredictResponse
+
+router = APIRouter(tags=["predict"])
+
+Threshold = Annotated[
+    float | None, Form(ge=0, le=1, description="abstain below this confidence (default: the server's)")
+]
+
+
+@router.post("/predict", response_model=PredictResponse, dependencies=[ApiKey])
+async def predict(
+    state: State,
+    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF")],
+    category: Annotated[str, Form(description="category slug or display name, e.g. men_tshirts")],
+    declared: Annotated[
+        str | None, Form(description='what the supplier typed, JSON: {"sleeve_length": "long sleeves"}')
+    ] = None,
+    threshold: Threshold = None,
+) -> PredictResponse:
+    data = await image.read()
+    return await predict_image(state, category, data, threshold=threshold, declared=declared)
+
+
+@router.post("/batch", response_model=BatchResponse, dependencies=[ApiKey])
+async def batch(
+    state: State,
+    images: Annotated[list[UploadFile], File(description="the images, in order")],
+    categories: Annotated[list[str], Form(description="one category for all images, or one per image")],
+    ids: Annotated[list[str] | None, Form(description="optional client ids, one per image")] = None,
+    declared: Annotated[list[str] | None, Form(description="optional declared JSON, one per image")] = None,
+    threshold: Threshold = None,
+) -> BatchResponse:
+    n = len(images)
+    if n > state.settings.max_batch_items:
+        raise PayloadTooLargeError(f"{n} images in one batch; the limit is {state.settings.max_batch_items}")
+    if len(categories) not in (1, n):
+        raise InvalidRequestError(f"{len(categories)} categories for {n} images; send 1 or {n}")
+    for name, values in (("ids", ids), ("declared", declared)):
+        if values is not None and len(values) != n:
+            raise InvalidRequestError(f"{len(values)} {name} for {n} images; send one per image")
+    state.check_accepting()
+
+    async def one(index: int) -> BatchItem:
+        client_id = ids[index] if ids else None
+        try:
+            data = await images[index].read()
+            result = await predict_image(
+                state, categories[index if len(categories) > 1 else 0], data, threshold=threshold,
+                declared=declared[index] if declared else None,
+            )
+        except (ServiceError, BatcherError) as error:  # one bad item never fails the others
+            http = to_http(error)
+            state.metrics.rejections_total.labels(http.code).inc()
+            return BatchItem(index=index, id=client_id, status=http.status,
+                             error=ErrorBody(error=http.message, code=http.code))
+        return BatchItem(index=index, id=client_id, status=200, result=result)
+
+    # Concurrently, so the items meet in the same model batches.
+    return BatchResponse(items=list(await asyncio.gather(*(one(i) for i in range(n)))))
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(state: State) -> ModelList:
+    return ModelList(models=[
+        ModelSummary(name=m.name, category=m.category.name, version=m.version, versions=list(m.versions),
+                     ready=m.ready and not state.draining, precision=m.precision, provider=m.provider,
+                     error=m.error)
+        for m in state.predictor.models()
+    ])

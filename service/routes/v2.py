@@ -1,0 +1,124 @@
+"""The Open Inference Protocol (KServe v2) over HTTP/REST, so standard clients work.
+
+Inference takes one ``BYTES`` input whose elements are base64-encoded image files and answers with one
+``BYTES`` output per attribute (the value, or "" where the model abstains at the request's
+``parameters.threshold``); ``parameters.confidence`` of each output holds the confidences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+
+from fastapi import APIRouter, Response
+
+from service import __version__
+from service.deps import ApiKey, State
+from service.errors import InvalidRequestError, ModelNotFoundError, PayloadTooLargeError, UnknownModelError
+from service.models import ModelInfo
+from service.pipeline import ServiceState, infer_image, resolve_threshold
+from service.postprocess import attribute_results
+from service.schemas import (
+    InferenceRequest,
+    InferenceResponse,
+    Liveness,
+    ModelMetadata,
+    Readiness,
+    ResponseOutput,
+    ServerMetadata,
+    TensorMetadata,
+)
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+INPUT_NAME = "image"
+
+
+def _model(state: ServiceState, name: str) -> ModelInfo:
+    try:
+        return state.predictor.info(name)
+    except UnknownModelError as error:
+        raise ModelNotFoundError(str(error)) from None
+
+
+@router.get("", response_model=ServerMetadata)
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="catalog-attributes", version=__version__, extensions=[])
+
+
+@router.get("/health/live", response_model=Liveness)
+async def live() -> Liveness:
+    return Liveness(live=True)
+
+
+@router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+async def ready(state: State, response: Response) -> Readiness:
+    if not state.ready:
+        response.status_code = 503
+    return Readiness(ready=state.ready)
+
+
+@router.get("/models/{name}", response_model=ModelMetadata)
+async def model_metadata(state: State, name: str) -> ModelMetadata:
+    info = _model(state, name)
+    return ModelMetadata(
+        name=info.name, versions=[str(v) for v in info.versions or (info.version,)], platform="onnxruntime_onnx",
+        inputs=[TensorMetadata(name=INPUT_NAME, datatype="BYTES", shape=[-1],
+                               parameters={"content": "base64-encoded image file",
+                                           "height": info.spec.height, "width": info.spec.width})],
+        outputs=[TensorMetadata(name=a.name, datatype="BYTES", shape=[-1],
+                                parameters={"column": a.column, "values": list(a.values)})
+                 for a in info.category.attributes],
+        parameters={"category": info.category.name, "version": info.version, "precision": info.precision,
+                    "provider": info.provider, "ready": info.ready},
+    )
+
+
+@router.get("/models/{name}/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+async def model_ready(state: State, name: str, response: Response) -> Readiness:
+    ok = _model(state, name).ready and not state.draining
+    if not ok:
+        response.status_code = 503
+    return Readiness(ready=ok)
+
+
+@router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True,
+             dependencies=[ApiKey])
+async def infer(state: State, name: str, request: InferenceRequest) -> InferenceResponse:
+    started = time.perf_counter()
+    state.check_accepting()
+    info = _model(state, name)
+    info = state.ready_model(info.name)
+    tensor = request.inputs[0]
+    if tensor.name != INPUT_NAME:
+        raise InvalidRequestError(f"input {tensor.name!r} is unknown; this model takes {INPUT_NAME!r}")
+    if tensor.shape != [len(tensor.data)]:
+        raise InvalidRequestError(f"input shape {tensor.shape} does not match its {len(tensor.data)} elements")
+    if len(tensor.data) > state.settings.max_batch_items:
+        raise PayloadTooLargeError(f"{len(tensor.data)} images; the limit is {state.settings.max_batch_items}")
+    wanted = [o.name for o in request.outputs] if request.outputs else list(info.category.attribute_names)
+    unknown = [o for o in wanted if o not in info.category.attribute_names]
+    if unknown:
+        raise InvalidRequestError(f"unknown outputs {unknown}; outputs: {list(info.category.attribute_names)}")
+    threshold_value = request.parameters.get("threshold")
+    if threshold_value is not None and not (isinstance(threshold_value, int | float) and 0 <= threshold_value <= 1):
+        raise InvalidRequestError(f"parameters.threshold must be a number in [0, 1], got {threshold_value!r}")
+    threshold = resolve_threshold(state, threshold_value)
+    blobs = []
+    for i, text in enumerate(tensor.data):
+        try:
+            blobs.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError(f"input element {i} is not valid base64") from None
+    # All images go to the batcher together; one bad image fails this request (the protocol has no
+    # per-element errors) but never another request.
+    done = await asyncio.gather(*(infer_image(state, info, blob, started) for blob in blobs))
+    results = [attribute_results(inference.row, threshold) for inference, _ in done]
+    outputs = [
+        ResponseOutput(name=attr, shape=[len(results)], datatype="BYTES",
+                       data=[r[attr].value or "" for r in results],
+                       parameters={"confidence": [round(r[attr].confidence, 6) for r in results]})
+        for attr in wanted
+    ]
+    return InferenceResponse(model_name=info.name, model_version=str(info.version), id=request.id, outputs=outputs)

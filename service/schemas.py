@@ -1,0 +1,150 @@
+"""Response (and v2 request) bodies, named by role."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Alternative(BaseModel):
+    value: str
+    confidence: float
+
+
+class AttributeResult(BaseModel):
+    value: str | None = Field(description="the decoded value, or null when the model abstains")
+    confidence: float = Field(description="calibrated probability of the decoded value")
+    abstained: bool
+    decoded_value: str = Field(description="the best value even when abstaining")
+    top_k: list[Alternative]
+
+
+class Conflict(BaseModel):
+    """A declared value the image confidently contradicts."""
+
+    attribute: str
+    column: str
+    declared: str
+    predicted: str
+    confidence: float
+
+
+class Timings(BaseModel):
+    preprocess_ms: float
+    queue_ms: float
+    compute_ms: float = Field(description="model call and decoding of the whole batch")
+    total_ms: float
+    batch_size: int
+
+
+class PredictResponse(BaseModel):
+    model: str
+    model_version: int
+    category: str
+    threshold: float
+    attributes: dict[str, AttributeResult]
+    conflicts: list[Conflict]
+    row: dict[str, str] = Field(description="challenge-style attr_1..attr_10 (unused slots: 'dummy')")
+    timings: Timings
+
+
+class ErrorBody(BaseModel):
+    error: str
+    code: str
+
+
+class BatchItem(BaseModel):
+    index: int
+    id: str | None = None
+    status: int
+    result: PredictResponse | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResponse(BaseModel):
+    items: list[BatchItem]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    category: str
+    version: int
+    versions: list[int]
+    ready: bool
+    precision: str
+    provider: str
+    error: str | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+# -- Open Inference Protocol (KServe v2) ------------------------------------------------------------
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Literal["BYTES"]
+    data: list[str] = Field(description="base64-encoded image files")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferenceRequest(BaseModel):
+    id: str | None = None
+    inputs: list[RequestInput] = Field(min_length=1, max_length=1)
+    outputs: list[RequestOutput] | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+    parameters: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,161 @@
+"""The service's configuration: one class, read from ``CATALOG_SERVICE_*`` environment variables (or
+passed in by tests and the CLI), validated at start-up with messages that name the bad value."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CATALOG_SERVICE_"
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models" / "demo"
+KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _split(value: Any) -> Any:
+    """Environment lists may be comma-separated (``a,b``) as well as JSON (``["a", "b"]``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, use_attribute_docstrings=True, extra="forbid", validate_default=True
+    )
+
+    repository: Path = DEFAULT_REPOSITORY
+    """Model repository: ``<repository>/<category_slug>/<version>/{model.onnx,manifest.json}``."""
+    categories: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Category slugs to load (comma-separated in the environment); empty loads every one found."""
+    versions: dict[str, int] = Field(default_factory=dict)
+    """Pinned versions by slug (JSON in the environment, e.g. ``{"sarees": 2}``); others get the newest."""
+    allow_partial_start: bool = False
+    """Serve the healthy categories when one fails to load (it reports not ready) instead of refusing
+    to start."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    """Most images in one model call."""
+    max_queue_delay_s: float = Field(default=0.0, ge=0, le=10)
+    """How long the first queued image may wait for others; 0 never waits while the model is idle."""
+    max_queue_size: int = Field(default=256, ge=1)
+    """Queued images per model beyond which requests are refused at once with 503 and Retry-After."""
+    max_batches_in_flight: int = Field(default=1, ge=1, le=64)
+    """Batches one model session runs at the same time."""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """An image whose batch has not started within this time fails with 504."""
+    drain_timeout_s: float = Field(default=20.0, ge=0)
+    """On SIGTERM, how long queued and running work may take to finish before the process exits."""
+
+    execution_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """ONNX Runtime providers in order of preference; empty picks the best available of TensorRT,
+    CUDA, CPU."""
+    session_threads: int = Field(default=0, ge=0, le=256)
+    """Intra-op threads per model session; 0 uses the number of CPU cores (at most 8)."""
+    preprocess_threads: int = Field(default=0, ge=0, le=256)
+    """Threads that decode and resize uploads; 0 uses the number of CPU cores."""
+    warmup: bool = True
+    """Run one dummy batch per model at start-up so the first request is not slow."""
+
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    """Largest accepted image file (413 above)."""
+    max_image_pixels: int = Field(default=50_000_000, ge=64)
+    """Largest accepted decoded image, width x height (413 above: decompression bombs)."""
+    max_batch_items: int = Field(default=64, ge=1)
+    """Most images in one ``/batch`` or v2 infer request (413 above)."""
+
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    """Default confidence below which an attribute abstains (value null); requests may override it."""
+    conflict_threshold: float = Field(default=0.8, ge=0, le=1)
+    """Confidence the image needs before a declared value that disagrees with it is flagged."""
+    top_k: int = Field(default=3, ge=1, le=50)
+    """Alternatives returned per attribute."""
+
+    api_key: SecretStr | None = None
+    """When set, prediction routes need it in ``X-API-Key`` (or ``Authorization: Bearer``); health and
+    metrics stay open."""
+
+    host: str = "127.0.0.1"
+    """Interface ``python -m service`` listens on."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """Port ``python -m service`` listens on."""
+
+    @field_validator("categories", "execution_providers", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(
+                f"model repository {str(value)!r} is not a directory; pass --repository or set "
+                f"{ENV_PREFIX}REPOSITORY"
+            )
+        return value
+
+    @field_validator("execution_providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        import onnxruntime  # only the provider names; no session is created here
+
+        available = onnxruntime.get_available_providers()
+        missing = [p for p in value if p not in available]
+        if missing:
+            raise ValueError(f"execution provider(s) {missing} not available here; available: {available}")
+        return value
+
+    @field_validator("versions")
+    @classmethod
+    def _positive_versions(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {slug: v for slug, v in value.items() if v < 1}
+        if bad:
+            raise ValueError(f"pinned versions must be >= 1, got {bad}")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 8:
+            raise ValueError("api_key must be at least 8 characters (or unset to disable it)")
+        return value
+
+    @model_validator(mode="after")
+    def _pins_are_loaded(self) -> Settings:
+        if self.categories:
+            stray = sorted(set(self.versions) - set(self.categories))
+            if stray:
+                raise ValueError(f"versions pinned for {stray}, which are not in categories {self.categories}")
+        return self
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers sessions are created with, best first, always ending with CPU."""
+        import onnxruntime
+
+        chosen = self.execution_providers or [
+            p for p in KNOWN_PROVIDERS if p in onnxruntime.get_available_providers()
+        ]
+        return chosen if "CPUExecutionProvider" in chosen else [*chosen, "CPUExecutionProvider"]
+
+    @property
+    def resolved_session_threads(self) -> int:
+        return self.session_threads or min(os.cpu_count() or 1, 8)
+
+    @property
+    def resolved_preprocess_threads(self) -> int:
+        return self.preprocess_threads or (os.cpu_count() or 1)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Whole-body cap: every image at its limit plus room for the other form fields."""
+        return self.max_upload_bytes * self.max_batch_items + 1024 * 1024
