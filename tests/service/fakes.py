@@ -1,0 +1,80 @@
+"""A fake predictor implementing service.models.Predictor (no ONNX), and image bytes for API tests."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from catalog.decoding import Decoder, predict_rows
+from catalog.preprocessing import PreprocessSpec
+from catalog.taxonomy import load_taxonomy
+from service.errors import ModelNotReadyError, ShuttingDownError
+from service.models import Inference, ModelInfo, find_info
+
+# Men Tshirts: colour is uncertain (abstains at 0.5), sleeves are confidently short.
+DEFAULT_LOGITS: dict[str, list[float]] = {
+    "color": [0.2, 0.1, 0.0, 0.0],
+    "neck": [3.0, 0.0],
+    "pattern": [0.0, 3.0],
+    "print_or_pattern_type": [0.0, 0.0, 4.0],
+    "sleeve_length": [4.0, 0.0],
+}
+
+
+class FakePredictor:
+    """Same protocol as the ONNX predictor; answers from fixed logits, or raises ``error`` if set."""
+
+    def __init__(self, slugs: Sequence[str] = ("men_tshirts",), broken: Sequence[str] = (),
+                 logits: Mapping[str, list[float]] | None = None, size: int = 32) -> None:
+        taxonomy = load_taxonomy()
+        self._infos = []
+        for slug in (*slugs, *broken):
+            self._infos.append(ModelInfo(
+                name=slug, category=taxonomy.category(slug), version=3, spec=PreprocessSpec.square(size),
+                ready=slug not in broken, error="sha256 mismatch" if slug in broken else None, versions=(1, 3),
+            ))
+        self.logits = dict(logits or DEFAULT_LOGITS)
+        self.error: Exception | None = None
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+        self.draining = False
+        self.stopped = False
+
+    def models(self) -> Sequence[ModelInfo]:
+        return self._infos
+
+    def info(self, name: str) -> ModelInfo:
+        return find_info(self._infos, name)
+
+    async def start(self) -> None:
+        return None
+
+    async def infer(self, name: str, pixels: np.ndarray, timeout_s: float | None = None) -> Inference:
+        if self.draining:
+            raise ShuttingDownError("draining")
+        info = self.info(name)
+        if not info.ready:
+            raise ModelNotReadyError(f"{name} not ready")
+        self.calls.append((name, pixels.shape))
+        if self.error is not None:
+            raise self.error
+        category = info.category
+        logits = {a.name: np.asarray([self.logits.get(a.name, [0.0] * len(a.values))], dtype=np.float32)
+                  for a in category.attributes}
+        row = predict_rows(Decoder(category), logits, threshold=0.0, top_k=3)[0]
+        return Inference(row=row, queue_wait_s=0.001, compute_s=0.002, batch_size=1)
+
+    def begin_drain(self) -> None:
+        self.draining = True
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        self.stopped = True
+
+
+def image_bytes(fmt: str = "JPEG", mode: str = "RGB", size: tuple[int, int] = (48, 64),
+                color: tuple[int, ...] = (200, 30, 30), **save: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color if mode != "L" else color[0]).save(buffer, format=fmt, **save)
+    return buffer.getvalue()

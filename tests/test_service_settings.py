@@ -1,0 +1,38 @@
+"""Settings: environment with the CATALOG_SERVICE_ prefix, and errors that name the bad value."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def test_environment_with_prefix_and_comma_lists(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATALOG_SERVICE_REPOSITORY", str(tmp_path))
+    monkeypatch.setenv("CATALOG_SERVICE_CATEGORIES", "sarees, kurtis")
+    monkeypatch.setenv("CATALOG_SERVICE_VERSIONS", '{"sarees": 2}')
+    monkeypatch.setenv("CATALOG_SERVICE_MAX_QUEUE_DELAY_S", "0.002")
+    settings = Settings()
+    assert settings.repository == tmp_path and settings.categories == ["sarees", "kurtis"]
+    assert settings.versions == {"sarees": 2} and settings.max_queue_delay_s == 0.002
+    assert settings.providers[-1] == "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"repository": "/no/such/dir"}, "'/no/such/dir' is not a directory"),
+        ({"max_batch_size": 0}, "greater than or equal to 1"),
+        ({"max_queue_delay_s": -0.5}, "greater than or equal to 0"),
+        ({"execution_providers": ["NoSuchExecutionProvider"]}, "['NoSuchExecutionProvider'] not available"),
+        ({"versions": {"sarees": 0}}, "{'sarees': 0}"),
+        ({"categories": ["kurtis"], "versions": {"sarees": 1}}, "versions pinned for ['sarees']"),
+        ({"api_key": "short"}, "at least 8 characters"),
+        ({"max_batch_sizes": 4}, "max_batch_sizes"),
+    ],
+)
+def test_nonsense_is_rejected_naming_the_value(tmp_path, changes, message):
+    with pytest.raises(ValidationError) as caught:
+        Settings(**{"repository": tmp_path, **changes})
+    assert message in str(caught.value)
