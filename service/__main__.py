@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from types import FrameType
 from typing import Any
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, predictor, metrics)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                             timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, access_log=False)
+    # uvicorn re-raises the captured signal once it has shut down; after a completed drain we want a
+    # plain successful exit, so the handlers it restores and re-raises into are no-ops.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     DrainingServer(config, app.state.service).run()
     return 0
 

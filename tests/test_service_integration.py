@@ -1,0 +1,154 @@
+"""The real thing: ``python -m service`` in a subprocess (uvicorn on a free port) over a tiny ONNX
+repository, driven with real multipart requests over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.onnx_factory import build_repository
+from tests.service.fakes import image_bytes
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    url: str
+
+
+def start(repository: Path, env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
+    port = free_port()
+    environment = {**os.environ, "CATALOG_SERVICE_SESSION_THREADS": "1", **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--repository", str(repository), "--port", str(port),
+         "--log-level", "warning"],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}")
+    if wait_ready:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited with {process.returncode}: {process.stdout.read()}")
+            try:
+                if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        process.kill()
+        raise AssertionError("server did not become ready within 30 s")
+    return server
+
+
+def stop(server: Server) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> Path:
+    return build_repository(tmp_path_factory.mktemp("repo"), slugs=("men_tshirts", "sarees"))
+
+
+@pytest.fixture(scope="module")
+def server(repository) -> Iterator[Server]:
+    running = start(repository, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "0.02"})
+    yield running
+    assert stop(running) == 0
+
+
+def test_predict_over_http_with_declared_conflicts(server):
+    response = httpx.post(f"{server.url}/predict", files={"image": ("shirt.jpg", image_bytes())},
+                          data={"category": "men_tshirts", "threshold": "0",
+                                "declared": '{"sleeve_length": "short sleeves"}'}, timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "men_tshirts" and body["model_version"] == 1
+    predicted = body["attributes"]["sleeve_length"]["value"]
+    assert predicted in ("short sleeves", "long sleeves")
+    assert body["row"]["attr_5"] == predicted
+    conflict = predicted != "short sleeves" and body["attributes"]["sleeve_length"]["confidence"] >= 0.8
+    assert bool(body["conflicts"]) == conflict
+
+
+def test_concurrent_requests_are_batched_and_bad_images_stay_isolated(server):
+    def post(i: int) -> httpx.Response:
+        data = b"broken" if i == 3 else image_bytes(color=(i * 20, 50, 90))
+        return httpx.post(f"{server.url}/predict", files={"image": (f"{i}.jpg", data)},
+                          data={"category": "sarees"}, timeout=10)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(8)))
+    assert [r.status_code for r in responses] == [200, 200, 200, 422, 200, 200, 200, 200]
+    assert max(r.json()["timings"]["batch_size"] for r in responses if r.status_code == 200) > 1
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'catalog_images_processed_total{model="sarees"} 7.0' in metrics
+
+
+def test_batch_and_open_inference_protocol_over_http(server):
+    files = [("images", ("a.jpg", image_bytes())), ("images", ("b.png", image_bytes("PNG")))]
+    batch = httpx.post(f"{server.url}/batch", files=files,
+                       data={"categories": ["men_tshirts", "sarees"], "ids": ["a", "b"]}, timeout=10)
+    assert [(i["id"], i["status"], i["result"]["model"]) for i in batch.json()["items"]] == [
+        ("a", 200, "men_tshirts"), ("b", 200, "sarees")]
+    encoded = base64.b64encode(image_bytes()).decode()
+    infer = httpx.post(f"{server.url}/v2/models/sarees/infer", timeout=10, json={
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}]})
+    assert infer.status_code == 200 and len(infer.json()["outputs"]) == 10
+    assert httpx.get(f"{server.url}/v2/models/sarees/ready").json() == {"ready": True}
+
+
+def test_sigterm_lets_queued_requests_finish_then_exits_0(repository):
+    # A long batching delay keeps four requests queued while the signal arrives.
+    running = start(repository, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "1.5", "CATALOG_SERVICE_MAX_BATCH_SIZE": "8"})
+    pool = ThreadPoolExecutor(4)
+    queued = [pool.submit(lambda: httpx.post(f"{running.url}/predict", files={"image": ("x.jpg", image_bytes())},
+                                             data={"category": "men_tshirts"}, timeout=20)) for _ in range(4)]
+    deadline = time.monotonic() + 10
+    while 'catalog_queue_depth{model="men_tshirts"} 4.0' not in httpx.get(f"{running.url}/metrics").text:
+        assert time.monotonic() < deadline, "requests never queued"
+        time.sleep(0.02)
+    running.process.send_signal(signal.SIGTERM)
+    assert [f.result().status_code for f in queued] == [200] * 4
+    assert {f.result().json()["timings"]["batch_size"] for f in queued} == {4}
+    assert running.process.wait(timeout=30) == 0
+    with pytest.raises(httpx.TransportError):  # no longer listening
+        httpx.get(f"{running.url}/v2/health/live", timeout=2)
+
+
+def test_broken_model_stops_start_up_with_a_clear_message(tmp_path):
+    build_repository(tmp_path, slugs=("kurtis",))
+    (tmp_path / "kurtis" / "1" / "model.onnx").write_bytes(b"replaced")
+    failed = start(tmp_path, wait_ready=False)
+    assert failed.process.wait(timeout=30) == 1
+    output = failed.process.stdout.read()
+    assert "error: cannot serve: kurtis:" in output and "does not match the manifest's" in output
+
+
+def test_bad_setting_is_named_and_exits_2(tmp_path):
+    failed = start(tmp_path, {"CATALOG_SERVICE_MAX_BATCH_SIZE": "0"}, wait_ready=False)
+    assert failed.process.wait(timeout=30) == 2
+    assert "invalid setting max_batch_size" in failed.process.stdout.read()
