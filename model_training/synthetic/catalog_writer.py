@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -34,7 +35,8 @@ class CatalogSummary:
     out: Path
     n_train: int
     n_test: int
-    seconds: float
+    seconds: float  # everything: sampling, CSVs, worker start-up, rendering, writing
+    render_seconds: float  # rendering and writing the images only
     difficulty: str
     workers: int
 
@@ -45,6 +47,10 @@ class CatalogSummary:
     @property
     def images_per_second(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def render_images_per_second(self) -> float:
+        return self.n_images / self.render_seconds if self.render_seconds > 0 else float("inf")
 
 
 @dataclass(frozen=True)
@@ -113,14 +119,18 @@ def build_catalog(out: str | Path, per_category: int = 200, test_fraction: float
         shutil.copyfileobj(src, dst)
 
     bar = tqdm(total=len(jobs), desc="rendering", unit="img", disable=not progress)
+    render_start = time.perf_counter()
     if workers <= 1:
         for job in jobs:
             _render_job(job)
             bar.update()
     else:
-        # spawn, not fork: callers (training) may already hold torch/OpenMP threads, which fork can deadlock.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        # fork starts fastest, but a caller holding torch/OpenMP threads (training) can deadlock a forked
+        # child, so then the slower spawn is used. Results are identical either way.
+        method = "spawn" if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods() else "fork"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
             for _ in pool.imap_unordered(_render_job, jobs, chunksize=8):
                 bar.update()
     bar.close()
-    return CatalogSummary(root, len(train), len(test), time.perf_counter() - start, difficulty, max(1, workers))
+    end = time.perf_counter()
+    return CatalogSummary(root, len(train), len(test), end - start, end - render_start, difficulty, max(1, workers))

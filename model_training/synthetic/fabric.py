@@ -36,7 +36,7 @@ def _knit_tile(period: int) -> np.ndarray:
     half = period / 2
     v = np.abs((y + np.abs(x % period - half)) % period - half) / half  # chevrons
     rib = np.abs(x % period - half) / half  # column edges
-    return (np.clip(1.6 * (1 - v) + 0.6 * rib - 0.9, 0, 1) * 255).astype(np.uint8)
+    return (np.clip(1.6 * (1 - v) + 0.6 * rib - 0.9, 0, 1) * 200).astype(np.uint8)
 
 
 def _blocks(d: ImageDraw.ImageDraw, box: Box, colours: list[RGB], rng: np.random.Generator) -> None:
@@ -99,10 +99,10 @@ def paint_fabric(size: tuple[int, int], box: Box, spec: FabricSpec, rng: np.rand
             d.line((box[0], y, box[2], y), fill=tone, width=1)
     elif spec.weave == "knit":
         # stitches lighter than a dark yarn or darker than a light one, so knit shows on any colour
-        period = max(6, width // 24)
+        period = max(5, width // 40)
         bw, bh = box[2] - box[0], box[3] - box[1]
         texture = np.tile(_knit_tile(period), (bh // period + 1, bw // period + 1))[:bh, :bw]
-        tone = shade(base, 1.3) if luminance(base) < 90 else shade(base, 0.72)
+        tone = shade(base, 1.22) if luminance(base) < 90 else shade(base, 0.84)
         img.paste(tone, (0, 0), Image.fromarray(np.ascontiguousarray(texture), "L"))
     return img
 

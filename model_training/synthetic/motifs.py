@@ -76,15 +76,21 @@ def elephant(d: ImageDraw.ImageDraw, x: float, y: float, r: float, ink: Ink, rng
         d.rectangle((x + lx * r, y + 0.1 * r, x + (lx + 0.16) * r, y + 0.65 * r), fill=c)
 
 
-def paisley(d: ImageDraw.ImageDraw, x: float, y: float, r: float, ink: Ink, rng: np.random.Generator) -> None:
-    # ethnic motif: a paisley teardrop with a curled tip and an inner dot ring
+def _paisley_outline() -> list[tuple[float, float]]:
     pts = []
     for k in range(24):
         t = k / 23 * math.tau
-        rr = r * (0.55 + 0.35 * math.cos(t))
-        pts.append((x + rr * math.cos(t) * 0.8, y + rr * math.sin(t) * 0.6 - 0.1 * r * math.sin(2 * t)))
-    pts.append((x - 0.9 * r, y - 0.5 * r))
-    d.polygon(pts, fill=ink[0])
+        rr = 0.55 + 0.35 * math.cos(t)
+        pts.append((rr * math.cos(t) * 0.8, rr * math.sin(t) * 0.6 - 0.1 * math.sin(2 * t)))
+    return [*pts, (-0.9, -0.5)]
+
+
+PAISLEY = _paisley_outline()
+
+
+def paisley(d: ImageDraw.ImageDraw, x: float, y: float, r: float, ink: Ink, rng: np.random.Generator) -> None:
+    # ethnic motif: a paisley teardrop with a curled tip and an inner dot ring
+    d.polygon([(x + px * r, y + py * r) for px, py in PAISLEY], fill=ink[0])
     _circle(d, x + 0.25 * r, y, 0.22 * r, fill=ink[1 % len(ink)])
     for k in range(6):
         a = k * math.tau / 6

@@ -63,7 +63,7 @@ def save_sheet(sheet: Image.Image, path: str | Path) -> None:
     """PNG with an adaptive palette: labels stay crisp and the file stays small (~300 KB)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    sheet.quantize(colors=192, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(target, optimize=True)
+    sheet.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(target, optimize=True)
 
 
 def category_sheet(category: str, n: int = 12, seed: int = 0, difficulty: str = "medium",

@@ -74,6 +74,7 @@ def render_image(category: str, labels: Mapping[str, str | None], seed: int, dif
         neck_variant=int(nrng.integers(100)),
         trim_variant=int(nrng.integers(100)),
         colour_gain=tuple(float(g) for g in 1 + nrng.normal(0, level.colour_jitter, 3)),  # type: ignore[arg-type]
+        light_tilt=float(nrng.uniform(-1, 1) * level.light),
     )
     scale_f = 1 + nrng.uniform(-1, 1) * level.scale_jitter
     shift = nrng.uniform(-1, 1, 2) * level.shift
@@ -93,7 +94,7 @@ def render_image(category: str, labels: Mapping[str, str | None], seed: int, dif
     cy = height / 2 + shift[1] * free_y - scale * (top + bottom) / 2
     frame = Frame(scale, cx, cy, angle)
 
-    canvas = Image.new("RGB", (WIDTH, height), backdrop)  # the lighting gradient shades it later
+    canvas = _backdrop(WIDTH, height, backdrop, light)
     draw = ImageDraw.Draw(canvas)
     _props(draw, WIDTH, height, backdrop, props[: level.clutter])
     scene = Scene(canvas, draw, frame, crng, nuisance, level)
@@ -101,9 +102,23 @@ def render_image(category: str, labels: Mapping[str, str | None], seed: int, dif
         draw_saree(scene, full)
     else:
         draw_top(scene, cat.name, full)
-    image = _finish(canvas, light, cast, level, noise_at)
+    image = _finish(canvas, cast, level, noise_at)
     image.info["jpeg_quality"] = quality
     return image
+
+
+def _backdrop(width: int, height: int, colour: tuple[int, int, int], light: np.ndarray) -> Image.Image:
+    """The studio backdrop under an uneven light: a top-to-bottom falloff between two lit levels.
+
+    Built as one column stretched sideways (a nearest-neighbour resize only copies it), which costs far
+    less than a bilinear resize of a full-size light map. The garment gets the light's side-to-side tilt
+    through its fold shading.
+    """
+    t = np.linspace(0.0, 1.0, height)[:, None, None]
+    top, bottom = float(light[:2].mean()), float(light[2:].mean())
+    column = np.array(colour, dtype=np.float64)[None, None, :] * (top + (bottom - top) * t)
+    strip = Image.fromarray(np.clip(column, 0, 255).astype(np.uint8), "RGB")
+    return strip.resize((width, height), Image.Resampling.NEAREST)
 
 
 def _props(draw: ImageDraw.ImageDraw, width: int, height: int, colour: tuple[int, int, int],
@@ -121,12 +136,9 @@ def _props(draw: ImageDraw.ImageDraw, width: int, height: int, colour: tuple[int
             draw.rectangle((0, y, width, y + 3), fill=tone)
 
 
-def _finish(image: Image.Image, light: np.ndarray, cast: np.ndarray, level: Difficulty,
-            noise_at: np.ndarray) -> Image.Image:
-    """Lighting gradient, white balance and sensor noise over the whole photo."""
+def _finish(image: Image.Image, cast: np.ndarray, level: Difficulty, noise_at: np.ndarray) -> Image.Image:
+    """White balance / exposure and sensor noise over the whole photo."""
     w, h = image.size
-    corners = np.repeat((light.reshape(2, 2, 1) * 255).astype(np.uint8), 3, axis=2)
-    image = ImageChops.multiply(image, Image.fromarray(corners, "RGB").resize((w, h), Image.Resampling.BILINEAR))
     lut = np.clip(np.arange(256)[None, :] * cast[:, None] * 1.03, 0, 255).astype(np.uint8)
     image = image.point(lut.ravel().tolist())
     if level.noise:

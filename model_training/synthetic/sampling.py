@@ -111,7 +111,7 @@ def fill_missing(category: str, labels: Mapping[str, str | None], rng: np.random
                 probs = dist.conditional[(attr.name, related, w)]
                 break
         full[attr.name] = attr.values[int(rng.choice(len(attr.values), p=probs))]
-    return full
+    return {a.name: full[a.name] for a in cat.attributes}  # taxonomy order, as in the CSVs
 
 
 def sample_rows(category: str, n: int, rng: np.random.Generator) -> list[SampledRow]:

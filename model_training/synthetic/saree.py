@@ -127,7 +127,7 @@ def draw_saree(scene: Scene, labels: Mapping[str, str]) -> None:
                     max(p[1] for p in whole)), scene.size)
     fabric = paint_fabric(scene.size, box, spec, rng)
     occasion = labels.get("occasion", "traditional")
-    shade_fabric(fabric, SHEEN[occasion] * cue)
+    shade_fabric(fabric, SHEEN[occasion] * cue, nz.light_tilt)
     alpha = 1.0 - 0.45 * cue if labels.get("transparency") == "yes" else 1.0
 
     # the figure underneath: legs, torso, arms, head

@@ -26,6 +26,7 @@ class Nuisance:
     neck_variant: int  # neckline for categories whose neck is not labelled
     trim_variant: int  # collar/cuff colouring
     colour_gain: tuple[float, float, float]
+    light_tilt: float = 0.0  # side-to-side light falloff on the garment (-1..1 times the level's light)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Scene:
             cx, cy = self.frame.pt(*chest)
             chest_px = (cx, cy, self.frame.px(chest_r))
         fabric = paint_fabric(self.size, box, spec, self.rng, chest_px)
-        shade_fabric(fabric, sheen)
+        shade_fabric(fabric, sheen, self.nuisance.light_tilt)
         self.paste(fabric, box, mask, alpha)
         return fabric
 
@@ -106,23 +107,21 @@ class Scene:
             self.draw.point((int(x), int(y)), fill=(255, 255, 255))
 
 
-def _fold_profile() -> np.ndarray:
-    x = np.linspace(-1, 1, 64)
-    profile = np.clip(1 - 0.14 * x**2 + 0.035 * np.sin(9 * x + 1.3), 0, 1) * 255
-    return np.repeat(profile.astype(np.uint8)[None, :, None], 3, axis=2)
-
-
-FOLDS = _fold_profile()
+FOLD_X = np.linspace(-1, 1, 64)
+FOLDS = 1 - 0.14 * FOLD_X**2 + 0.035 * np.sin(9 * FOLD_X + 1.3)
 _YY, _XX = np.mgrid[0:8, 0:8] / 7.0
 GLOW = np.repeat(np.exp(-(((_XX - _YY) * 2.2) ** 2))[:, :, None], 3, axis=2) * 150
 
 
-def shade_fabric(fabric: Image.Image, sheen: float) -> None:
-    """Soft cloth folds (darker towards the sides, a few ripples) and an optional glossy highlight."""
+def shade_fabric(fabric: Image.Image, sheen: float, tilt: float = 0.0) -> None:
+    """Soft cloth folds (darker towards the sides, a few ripples), the light's side-to-side falloff and an
+    optional glossy highlight."""
     bw, bh = fabric.size
     if bw < 2 or bh < 2:
         return
-    fold = Image.fromarray(FOLDS, "RGB").resize((bw, bh), Image.Resampling.BILINEAR)
+    profile = np.clip(FOLDS * (1 - abs(tilt) / 2 + tilt / 2 * FOLD_X), 0, 1) * 255
+    row = np.repeat(profile.astype(np.uint8)[None, :, None], 3, axis=2)
+    fold = Image.fromarray(row, "RGB").resize((bw, bh), Image.Resampling.BILINEAR)
     patch = ImageChops.multiply(fabric, fold)
     if sheen > 0:
         light = Image.fromarray((GLOW * sheen).astype(np.uint8), "RGB").resize((bw, bh), Image.Resampling.BILINEAR)

@@ -47,7 +47,8 @@ FIT = {
 COVERAGE = {"solid": "small", "printed": "full", "default": "scatter"}
 # print type -> (motif, arrangement when fully printed), per category
 PRINTS: dict[str, dict[str, tuple[str | None, str]]] = {
-    "Men Tshirts": {"solid": (None, "none"), "default": ("graphic", "allover"),
+    # "default" on men's T-shirts is any other print: one of several motifs
+    "Men Tshirts": {"solid": (None, "none"), "default": ("graphic|funky|floral|dots", "allover"),
                     "typography": ("typography", "placement")},
     "Women Tshirts": {"solid": (None, "none"), "typography": ("typography", "placement"),
                       "funky print": ("funky", "allover"), "default": ("dots", "allover"),
@@ -153,12 +154,15 @@ def fabric_for(category: str, labels: Mapping[str, str], scene: Scene) -> Fabric
     colours = multicolour(rng) if colour == "multicolor" else [colour_of(colour, rng)]
     colours = [tint(c, scene.nuisance.colour_gain) for c in colours]
     motif, arrangement = PRINTS[category][labels.get("print_or_pattern_type", "solid")]
+    if motif is not None and "|" in motif:
+        options = motif.split("|")
+        motif = options[int(rng.integers(len(options)))]
     pattern = labels.get("pattern", "solid")
     coverage = (KURTI_COVERAGE if category == "Kurtis" else COVERAGE).get(pattern, "small")
     size = 1.0
     if motif is None and coverage in ("full", "scatter"):
         # printed, yet the print type says solid (rare): a stripe no print type of the category uses
-        used = {m for m, _ in PRINTS[category].values()}
+        used = {m for ms, _ in PRINTS[category].values() if ms for m in ms.split("|")}
         motif, arrangement = ("checks" if "stripes" in used else "stripes"), "allover"
     if coverage == "small":
         arrangement = "small" if motif is not None else "none"
