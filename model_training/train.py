@@ -297,6 +297,9 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
     train_set = ImageDataset([rows[i] for i in train_idx], targets[train_idx], spec,
                              Augment(cfg.augment_p, cfg.max_rotation), seed=cfg.seed)
     val_set = ImageDataset([rows[i] for i in val_idx], targets[val_idx], spec)
+    if cfg.cache_images:
+        train_set.preload(max(2, cfg.num_workers))
+        val_set.preload(max(2, cfg.num_workers))
     sampler: DistributedSampler[Any] | None = (
         DistributedSampler(train_set, seed=cfg.seed) if runtime.distributed else None)
     pin = runtime.device.type == "cuda"
@@ -381,8 +384,9 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
 
     # --- T2: heads on cached features of a frozen backbone
     model.freeze_backbone()
-    plain = DataLoader(ImageDataset(train_set.rows, train_set.targets.numpy(), spec),
-                       batch_size=cfg.batch_size * 2, num_workers=cfg.num_workers)
+    plain_set = ImageDataset(train_set.rows, train_set.targets.numpy(), spec)
+    plain_set.cache = train_set.cache  # the un-augmented view of the same cached images
+    plain = DataLoader(plain_set, batch_size=cfg.batch_size * 2, num_workers=cfg.num_workers)
     val_cache = extract_features(model, val_loader, runtime)
     val_targets = val_cache[1]
     logits_t1 = {name: head_logits(model.heads[name], val_cache[0], runtime.device) for name in names}

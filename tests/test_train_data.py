@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from catalog.dataset import LabelRow
+from catalog.preprocessing import PreprocessSpec, preprocess
+from catalog.real_labels import load_real_labels
+from catalog.taxonomy import load_taxonomy
+from model_training.augment import Augment
+from model_training.data import ImageDataset, complete_rows, encode_targets, stratified_split
+from model_training.model import value_orders_for
+
+ORDERS = value_orders_for(load_taxonomy()["women_tshirts"])
+
+
+def test_encode_targets_uses_head_order_and_minus_one_for_missing():
+    rows = [LabelRow(1, "Women Tshirts", {"color": "black", "length": None}),
+            LabelRow(2, "Women Tshirts", {"color": "white", "length": "crop"})]
+    t = encode_targets(rows, ORDERS)
+    names = list(ORDERS)
+    assert t.shape == (2, 8)
+    assert t[0, names.index("color")] == ORDERS["color"].index("black")
+    assert t[0, names.index("length")] == -1 and t[1, names.index("length")] == 1
+    assert list(complete_rows(t)) == []
+
+
+def test_stratified_split_keeps_class_proportions():
+    rows = [r for r in load_real_labels() if r.category == "Women Tshirts"][:1500]
+    t = encode_targets(rows, ORDERS)
+    train, val = stratified_split(t, 0.2, seed=0)
+    assert len(set(train) & set(val)) == 0 and len(train) + len(val) == len(t)
+    assert abs(len(val) - 300) <= 15
+    color = list(ORDERS).index("color")
+    for value in range(len(ORDERS["color"])):
+        total = (t[:, color] == value).sum()
+        if total >= 20:
+            share = (t[val, color] == value).sum() / total
+            assert 0.12 <= share <= 0.28, (value, share)
+    again, _ = stratified_split(t, 0.2, seed=0)
+    assert np.array_equal(train, again)
+    with pytest.raises(ValueError):
+        stratified_split(t, 1.5, seed=0)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_training_tensor_equals_the_serving_preprocessing(tmp_path, cached):
+    """Training and serving cannot drift: the un-augmented item is exactly catalog.preprocess."""
+    path = tmp_path / "000001.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (70, 50, 3), dtype=np.uint8)).save(path)
+    spec = PreprocessSpec(height=40, width=32, interpolation="bicubic")
+    row = LabelRow(1, "Women Tshirts", {}, image_path=path)
+    dataset = ImageDataset([row], encode_targets([row], ORDERS), spec)
+    if cached:
+        dataset.preload()
+    pixels, target = dataset[0]
+    with Image.open(path) as image:
+        expected = preprocess(image, spec)
+    assert np.array_equal(pixels.numpy(), expected)
+    assert (target == -1).all()
+    augmented = ImageDataset([row], encode_targets([row], ORDERS), spec, Augment(p=1.0))
+    if cached:
+        augmented.preload()
+    assert augmented[0][0].shape == (3, 40, 32)
