@@ -40,3 +40,16 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# CPU demo: a synthetic catalog, all five categories trained small (convnext-atto, 128 px), scored on
+# the catalog's test split. Budget: 15 minutes on a 2-core laptop (see BENCHMARKS.md).
+DEMO_DIR ?= build/demo
+.PHONY: demo-train
+demo-train: install-dev
+	$(BIN)/python -m model_training.synthetic --out $(DEMO_DIR)/catalog --per-category 400 --seed 0 --quiet
+	$(BIN)/python -m model_training.train --data $(DEMO_DIR)/catalog --category all --out $(DEMO_DIR)/runs \
+		--backbone convnext-atto --image-size 128 --epochs-t1 10 --epochs-t2 5 --batch-size 32 \
+		--lr 1e-3 --head-lr 1e-3 --t2-lr 1e-3 --num-workers 0 --cache-images --no-progress
+	$(BIN)/python -m model_training.predict --checkpoint $(DEMO_DIR)/runs --data $(DEMO_DIR)/catalog \
+		--split test --out $(DEMO_DIR)/submission.csv
+	$(BIN)/python -m model_training.evaluate --truth $(DEMO_DIR)/catalog/test_truth.csv --pred $(DEMO_DIR)/submission.csv

@@ -289,12 +289,15 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
     # --- data: stratified split; every row trains the heads it has labels for
     targets = encode_targets(rows, value_orders)
     train_idx, val_idx = stratified_split(targets, cfg.val_fraction, cfg.seed)
-    if cfg.drop_incomplete:
-        train_idx = np.intersect1d(train_idx, complete_rows(targets))
-    log(runtime, f"{category.name}: {len(train_idx)} training rows, {len(val_idx)} validation rows -> {run_dir}")
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"{category.name}: not enough rows to train ({len(rows)})")
-    train_set = ImageDataset([rows[i] for i in train_idx], targets[train_idx], spec,
+    # T2, rule mining and class priors always see every training row; only T1 may be restricted.
+    t1_idx = np.intersect1d(train_idx, complete_rows(targets)) if cfg.drop_incomplete else train_idx
+    log(runtime, f"{category.name}: {len(t1_idx)} T1 rows, {len(train_idx)} T2 rows, {len(val_idx)} validation "
+                 f"rows -> {run_dir}")
+    if len(t1_idx) == 0:
+        log(runtime, f"{category.name}: no complete rows, T1 is skipped (--drop-incomplete)")
+    train_set = ImageDataset([rows[i] for i in t1_idx], targets[t1_idx], spec,
                              Augment(cfg.augment_p, cfg.max_rotation), seed=cfg.seed)
     val_set = ImageDataset([rows[i] for i in val_idx], targets[val_idx], spec)
     if cfg.cache_images:
@@ -303,7 +306,8 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
     sampler: DistributedSampler[Any] | None = (
         DistributedSampler(train_set, seed=cfg.seed) if runtime.distributed else None)
     pin = runtime.device.type == "cuda"
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None and len(train_set) > 0,
+                              sampler=sampler,
                               num_workers=cfg.num_workers, pin_memory=pin, drop_last=len(train_set) > cfg.batch_size,
                               generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size * 2, num_workers=cfg.num_workers, pin_memory=pin)
@@ -349,7 +353,7 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
 
     # --- T1: end to end, the best epoch by competition score is kept
     raw_decoder = Decoder(category)
-    for epoch in range(start_epoch, cfg.epochs_t1):
+    for epoch in range(start_epoch, cfg.epochs_t1 if len(train_set) else 0):
         train_set.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -384,8 +388,12 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
 
     # --- T2: heads on cached features of a frozen backbone
     model.freeze_backbone()
-    plain_set = ImageDataset(train_set.rows, train_set.targets.numpy(), spec)
-    plain_set.cache = train_set.cache  # the un-augmented view of the same cached images
+    plain_set = ImageDataset([rows[i] for i in train_idx], targets[train_idx], spec)
+    if cfg.drop_incomplete:
+        if cfg.cache_images:
+            plain_set.preload(max(2, cfg.num_workers))
+    else:
+        plain_set.cache = train_set.cache  # the un-augmented view of the same cached images
     plain = DataLoader(plain_set, batch_size=cfg.batch_size * 2, num_workers=cfg.num_workers)
     val_cache = extract_features(model, val_loader, runtime)
     val_targets = val_cache[1]
