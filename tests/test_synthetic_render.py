@@ -65,3 +65,12 @@ def test_missing_labels_are_drawn_and_bad_values_refused():
         render_image("Women Tshirts", {"color": "chartreuse"}, 3)
     with pytest.raises(ValueError, match="difficulty"):
         render_image("Kurtis", {}, 3, "brutal")
+
+
+def test_the_synthetic_package_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, model_training.synthetic, model_training.synthetic.__main__, "
+            "model_training.synthetic.preview; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
