@@ -11,7 +11,9 @@ from service.errors import UnauthorizedError
 from service.pipeline import ServiceState
 
 
-def get_state(request: Request) -> ServiceState:
+# Both dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a thread
+# pool, a thread hop per request that costs more than the work itself.
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
 
@@ -19,7 +21,7 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def require_api_key(
+async def require_api_key(
     state: State,
     x_api_key: Annotated[str | None, Header(description="the API key, when the service has one")] = None,
     authorization: Annotated[str | None, Header()] = None,
