@@ -25,7 +25,7 @@ install-serve: $(VENV)/.serve-installed
 install-dev: $(VENV)/.dev-installed
 
 run: install-serve
-	$(BIN)/python -m catalog
+	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .
