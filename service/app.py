@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +21,7 @@ from service.errors import PayloadTooLargeError, ServiceError, to_http
 from service.metrics import ServiceMetrics
 from service.models import OnnxPredictor, Predictor
 from service.pipeline import ServiceState
-from service.routes import api, v2
+from service.routes import api, ui, v2
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -150,10 +149,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> dict[str, Any]:
-        return {"service": "catalog-attributes", "version": __version__, "docs": "/docs",
-                "models": [m.name for m in state.predictor.models()]}
+    app.include_router(ui.router)
+    app.mount("/static", ui.static_files(), name="static")
 
     app.add_middleware(HttpMiddleware, metrics=metrics, max_body_bytes=settings.max_request_bytes)
     return app

@@ -1,0 +1,131 @@
+"""The web page in a real browser: Debian's chromium (headless), driven by Playwright, against a real
+uvicorn serving a small ONNX repository. Screenshots land in artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.live_server import ROOT, Server, start, stop
+from tests.onnx_factory import build_repository
+from tests.service.fakes import image_bytes
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+# Flags for a closed network: without the background-networking ones Chromium keeps dialling out.
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SLUGS = ("men_tshirts", "sarees", "kurtis", "women_tshirts", "women_tops_tunics")
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"browser tests need Debian's chromium at {CHROMIUM}; .ci/run installs it")
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    running = start(build_repository(tmp_path_factory.mktemp("repo"), slugs=SLUGS))
+    yield running
+    stop(running)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, server, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    yield page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def upload(page, tmp_path: Path, data: bytes, name: str = "shirt.jpg") -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#preview:not([hidden])")
+
+
+def test_page_lists_models_and_sample_gallery(page):
+    chips = page.locator("#models .chip")
+    assert chips.count() == len(SLUGS)
+    assert page.locator("#category option").count() == len(SLUGS)
+    assert page.locator(".gallery button").count() >= len(SLUGS)
+
+
+def test_upload_shows_every_attribute_with_confidence_and_timings(page, tmp_path):
+    page.select_option("#category", "men_tshirts")
+    upload(page, tmp_path, image_bytes(color=(200, 40, 40)))
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])")
+    rows = page.locator("#attributes tr")
+    assert rows.count() == 5
+    assert page.locator("#attributes tr[data-attribute=sleeve_length] .bar span").count() == 1
+    assert "total" in page.inner_text("#timings") and "ms" in page.inner_text("#timings")
+
+
+def test_declared_value_the_image_contradicts_is_flagged(page, tmp_path):
+    page.select_option("#category", "men_tshirts")
+    upload(page, tmp_path, image_bytes(color=(30, 30, 200)))
+    page.fill("#threshold", "0")
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])")
+    # Declare, for the attribute the model is surest of, a value other than the one it predicts.
+    confident = page.evaluate("""() => [...document.querySelectorAll('#attributes tr')].map(tr => ({
+        name: tr.dataset.attribute, value: tr.children[1].firstChild.textContent,
+        pct: parseFloat(tr.querySelector('.pct').textContent)})).sort((a, b) => b.pct - a.pct)[0]""")
+    assert confident["pct"] >= 80, "the test model should be confident about at least one attribute"
+    options = page.locator(f"#declared select[data-attribute={confident['name']}] option").all_inner_texts()
+    other = next(v for v in options if v not in ("—", confident["value"]))
+    page.select_option(f"#declared select[data-attribute={confident['name']}]", other)
+    page.click("#predict")
+    page.wait_for_selector(".conflict")
+    text = page.inner_text("#conflicts")
+    assert f"the listing says “{other}”" in text and confident["value"] in text
+    assert page.locator(f"#attributes tr.has-conflict[data-attribute={confident['name']}]").count() == 1
+
+
+def test_bad_file_shows_the_api_error(page, tmp_path):
+    upload_path = tmp_path / "notes.jpg"
+    upload_path.write_bytes(b"this is a text file, not a JPEG")
+    page.set_input_files("#file", str(upload_path))
+    page.click("#predict")
+    page.wait_for_selector("#error:not([hidden])")
+    message = page.inner_text("#error")
+    assert "HTTP 422" in message and "invalid_image" in message
+    assert page.locator("#result").is_hidden()
+
+
+def test_batch_of_samples_downloads_a_challenge_format_csv(page):
+    page.click("#tab-batch")
+    page.select_option("#batch-category", "sarees")
+    page.click("#batch-samples")
+    page.wait_for_function("document.getElementById('batch-samples').textContent.startsWith('using')")
+    page.click("#batch-run")
+    page.wait_for_selector("#batch-result:not([hidden])")
+    assert page.locator("#batch-rows tr").count() >= 1
+    with page.expect_download() as download_info:
+        page.click("#download")
+    rows = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text())))
+    assert rows[0] == ["id", "Category", "len"] + [f"attr_{i}" for i in range(1, 11)]
+    assert len(rows) == 1 + page.locator("#batch-rows tr").count()
+    assert all(row[1] == "Sarees" and row[2] == "10" and len(row) == 13 for row in rows[1:])
