@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from types import FrameType
 from typing import Any
 
@@ -32,10 +33,22 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
         super().__init__(config)
         self._state = state
+        self._exit_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._state.begin_drain()
+        delay = self._state.settings.shutdown_delay_s
+        if delay > 0 and self._exit_at is None and not self.should_exit:
+            # Keep listening (readiness already 503) so load balancers take the pod out first; a second
+            # signal stops at once.
+            self._exit_at = time.monotonic() + delay
+            return
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot serve: {error}", file=sys.stderr)
         return 1
     app = create_app(settings, predictor, metrics)
+    # The drain timeout bounds uvicorn's wait for in-flight requests (a float works: it goes to
+    # asyncio.wait_for); the lifespan then gets what is left of it for the batchers.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, access_log=False)
+                            timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
+                            access_log=False)
     # uvicorn re-raises the captured signal once it has shut down; after a completed drain we want a
     # plain successful exit, so the handlers it restores and re-raises into are no-ops.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -13,11 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__
+from service import __version__, middleware
 from service.batcher import BatcherError
-from service.errors import PayloadTooLargeError, ServiceError, to_http
+from service.errors import ServiceError, to_http
 from service.metrics import ServiceMetrics
 from service.models import OnnxPredictor, Predictor
 from service.pipeline import ServiceState
@@ -25,72 +22,6 @@ from service.routes import api, ui, v2
 from service.settings import Settings
 
 log = logging.getLogger("service")
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class HttpMiddleware:
-    """Plain ASGI (no BaseHTTPMiddleware task overhead): caps request bodies before multipart parsing
-    spools them, and times every request by route template and status."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        response_started = False
-        limit = self.max_body_bytes
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
-            await send(message)
-
-        received = 0
-
-        async def receive_wrapper() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise _BodyTooLarge
-            await self.app(scope, receive_wrapper, send_wrapper)
-        except _BodyTooLarge:
-            if response_started:
-                raise
-            status = await self._too_large(send, limit)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.request_seconds.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - started)
-
-    async def _too_large(self, send: Send, limit: int) -> int:
-        http = to_http(PayloadTooLargeError(f"request body exceeds {limit} bytes"))
-        self.metrics.rejections_total.labels(http.code).inc()
-        body = json.dumps(http.body()).encode()
-        await send({"type": "http.response.start", "status": http.status,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-        return http.status
 
 
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None,
@@ -115,12 +46,13 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
             # Reached after the server stopped taking requests and in-flight ones finished (uvicorn's
             # graceful shutdown); stop() still lets anything queued run, bounded by the drain timeout.
             state.begin_drain()
-            await state.predictor.stop(settings.drain_timeout_s)
+            await state.predictor.stop(state.drain_left_s())
             state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="Catalog attributes", version=__version__, lifespan=lifespan,
         description="Predicts Meesho catalog attributes from product images and flags supplier mismatches.",
+        form_limits=middleware.form_limits(settings),  # type: ignore[arg-type]
     )
     app.state.service = state
     app.include_router(api.router)
@@ -152,5 +84,5 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.include_router(ui.router)
     app.mount("/static", ui.static_files(), name="static")
 
-    app.add_middleware(HttpMiddleware, metrics=metrics, max_body_bytes=settings.max_request_bytes)
+    middleware.install(app, settings, metrics)
     return app

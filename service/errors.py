@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batcher import BatcherStoppedError, DeadlineExceededError, QueueFullError
 
@@ -55,6 +58,12 @@ class UnauthorizedError(ServiceError):
     code = "unauthorized"
 
 
+class InferenceError(ServiceError):
+    """The model call failed for one batch; only that batch's requests fail (500), the service goes on."""
+
+    code = "inference_failed"
+
+
 class ModelLoadError(ServiceError):
     """A model that cannot be served (bad manifest, checksum, session); stops start-up."""
 
@@ -75,7 +84,11 @@ _STATUS: dict[type[Exception], tuple[int, str]] = {
     BatcherStoppedError: (503, ShuttingDownError.code),
     QueueFullError: (503, "queue_full"),
     DeadlineExceededError: (504, "deadline_exceeded"),
+    InferenceError: (500, InferenceError.code),
 }
+
+# Codes for HTTP errors raised by the framework itself (unknown route, wrong method, unreadable body).
+_FRAMEWORK_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,9 @@ class HttpError:
 
 def to_http(error: Exception) -> HttpError:
     """Status, code, message and headers for ``error``; anything unknown is a 500 that hides details."""
+    if isinstance(error, StarletteHTTPException):
+        code = _FRAMEWORK_CODES.get(error.status_code, "http_error")
+        return HttpError(error.status_code, code, str(error.detail), dict(error.headers or {}))
     for kind in type(error).__mro__:
         if kind in _STATUS:
             status, code = _STATUS[kind]
@@ -104,3 +120,15 @@ def to_http(error: Exception) -> HttpError:
                 headers["WWW-Authenticate"] = "Bearer"
             return HttpError(status, code, str(error), headers)
     return HttpError(500, "internal_error", "internal error", {})
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for routes: the error statuses they may answer, all with the error body."""
+    from service.schemas import ErrorBody  # schemas has no service imports; late to keep errors light
+
+    described = {400: "unreadable request body", 401: "missing or wrong API key", 404: "unknown model",
+                 413: "upload, pixels or batch over the limits", 415: "image format not accepted",
+                 422: "invalid image, category, declared values or form fields",
+                 500: "inference failed for this request's batch", 503: "queue full or shutting down",
+                 504: "the image's batch did not start within the request deadline"}
+    return {status: {"model": ErrorBody, "description": described.get(status, "error")} for status in statuses}

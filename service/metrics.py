@@ -29,6 +29,9 @@ class ServiceMetrics:
             "catalog_batch_size", "Images per model call.", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge(
             "catalog_queue_depth", "Images waiting for a batch.", ["model"], registry=r)
+        self.admitted = Gauge(
+            "catalog_admitted_images", "Images admitted and not yet answered (decoding, queued or running).",
+            ["model"], registry=r)
         self.images_total = Counter(
             "catalog_images_processed_total", "Images run through a model (rate() gives images/s).",
             ["model"], registry=r)

@@ -19,7 +19,7 @@ from catalog.manifest import Manifest, ManifestError, list_versions, load_manife
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
 from service.batcher import Batcher, BatcherConfig, BatcherHooks
-from service.errors import ModelLoadError, ModelNotReadyError, ShuttingDownError, UnknownModelError
+from service.errors import InferenceError, ModelLoadError, ModelNotReadyError, UnknownModelError
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -118,7 +118,15 @@ class LoadedModel:
         """Model call plus decoding, in the batcher's worker thread (both release the event loop)."""
         assert self.session is not None and self.decoder is not None and self.manifest is not None
         batch = np.stack(pixels).astype(self.dtype, copy=False)
-        outputs = self.session.run(self.output_names, {self.info.input_name: batch})
+        try:
+            outputs = self.session.run(self.output_names, {self.info.input_name: batch})
+        except Exception as error:
+            # Logged with its details; the client learns only that its batch failed.
+            log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
+            raise InferenceError(
+                f"inference failed for the batch of {len(pixels)} image(s) this request was in; "
+                "other requests are unaffected, retry may succeed"
+            ) from error
         logits = {spec.name: np.asarray(out, dtype=np.float32)
                   for spec, out in zip(self.manifest.attributes, outputs, strict=True)}
         return predict_rows(self.decoder, logits, threshold=0.0, top_k=self.top_k)
@@ -200,7 +208,10 @@ class OnnxPredictor:
                             dtype=np.float16 if manifest.input.dtype == "float16" else np.float32,
                             top_k=settings.top_k)
         if settings.warmup:
-            model.run_batch([np.zeros(spec.input_shape, dtype=np.float32)])
+            try:
+                model.run_batch([np.zeros(spec.input_shape, dtype=np.float32)])
+            except InferenceError as error:
+                raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
         batch_dim = manifest.input.shape[0] if manifest.input.shape else None
         max_batch = settings.max_batch_size
         if isinstance(batch_dim, int):  # a model exported with a fixed batch size caps ours
@@ -240,8 +251,8 @@ class OnnxPredictor:
                 model.batcher.start()
 
     async def infer(self, name: str, pixels: np.ndarray, timeout_s: float | None = None) -> Inference:
-        if self._draining:
-            raise ShuttingDownError("the server is shutting down; retry on another replica")
+        # No drain check here: the routes refuse new requests once a drain starts, and an admitted
+        # request still runs (the batchers accept work until the lifespan stops them).
         model = self._models[self.info(name).name]
         if not model.info.ready or model.batcher is None:
             raise ModelNotReadyError(f"model {model.info.name!r} is not ready: {model.info.error}")

@@ -12,6 +12,7 @@ import numpy as np
 
 from catalog.taxonomy import Category
 from service import images
+from service.batcher import QueueFullError
 from service.errors import ModelNotReadyError, ShuttingDownError
 from service.metrics import ServiceMetrics
 from service.models import Inference, ModelInfo, Predictor
@@ -31,18 +32,38 @@ class ServiceState:
     started: bool = False
     draining: bool = False
     limits: images.ImageLimits = field(init=False)
+    admitted: dict[str, int] = field(default_factory=dict)
+    """Images per model admitted and not yet answered (decoding, queued or running)."""
+    drain_deadline: float | None = None
+    """``time.monotonic()`` by which a started drain must be over."""
 
     def __post_init__(self) -> None:
         self.limits = images.ImageLimits(self.settings.max_upload_bytes, self.settings.max_image_pixels)
+
+    @property
+    def max_admitted(self) -> int:
+        """Per model: a full queue plus the batches running. Requests past it are refused *before* their
+        upload is decoded, so overload costs little and memory stays bounded."""
+        s = self.settings
+        return s.max_queue_size + s.max_batch_size * s.max_batches_in_flight
 
     @property
     def ready(self) -> bool:
         return self.started and not self.draining and any(m.ready for m in self.predictor.models())
 
     def begin_drain(self) -> None:
-        """Readiness turns false and new work is refused at once; queued work still finishes."""
+        """Readiness turns false and new work is refused at once; admitted work still finishes, by
+        ``drain_deadline`` (the shutdown delay plus the drain timeout from the first call)."""
+        if self.drain_deadline is None:
+            self.drain_deadline = (time.monotonic() + self.settings.shutdown_delay_s
+                                   + self.settings.drain_timeout_s)
         self.draining = True
         self.predictor.begin_drain()
+
+    def drain_left_s(self) -> float:
+        if self.drain_deadline is None:
+            return self.settings.drain_timeout_s
+        return max(0.0, self.drain_deadline - time.monotonic())
 
     def check_accepting(self) -> None:
         if self.draining:
@@ -82,16 +103,26 @@ def resolve_threshold(state: ServiceState, threshold: float | None) -> float:
 
 
 async def infer_image(state: ServiceState, info: ModelInfo, data: bytes, started: float) -> tuple[Inference, float]:
-    pixels, preprocess_s = await state.decode(info, data)
-    inference = await state.predictor.infer(info.name, pixels, state.remaining_s(started))
+    """Admit (or refuse with 503 at once), decode, then wait for the image's batch."""
+    admitted = state.admitted.get(info.name, 0)
+    if admitted >= state.max_admitted:
+        raise QueueFullError(info.name, admitted, retry_after_s=1.0)
+    state.admitted[info.name] = admitted + 1
+    state.metrics.admitted.labels(info.name).set(admitted + 1)
+    try:
+        pixels, preprocess_s = await state.decode(info, data)
+        inference = await state.predictor.infer(info.name, pixels, state.remaining_s(started))
+    finally:
+        state.admitted[info.name] -= 1
+        state.metrics.admitted.labels(info.name).set(state.admitted[info.name])
     return inference, preprocess_s
 
 
 async def predict_image(state: ServiceState, category: str, data: bytes, *, threshold: float | None = None,
                         declared: str | None = None) -> PredictResponse:
-    """The whole ``/predict`` flow for one image; raises service errors mapped to HTTP by the app."""
+    """The whole ``/predict`` flow for one image; raises service errors mapped to HTTP by the app. The
+    route checks ``state.check_accepting()`` first: once admitted, a request runs even if a drain starts."""
     started = time.perf_counter()
-    state.check_accepting()
     info = state.ready_model(category)
     stated = parse_declared(declared, info.category)  # cheap checks before any decoding work
     inference, preprocess_s = await infer_image(state, info, data, started)

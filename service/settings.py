@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     """An image whose batch has not started within this time fails with 504."""
     drain_timeout_s: float = Field(default=20.0, ge=0)
     """On SIGTERM, how long queued and running work may take to finish before the process exits."""
+    shutdown_delay_s: float = Field(default=0.0, ge=0, le=300)
+    """On SIGTERM, how long to keep listening (readiness 503, new predictions 503 with Retry-After) before
+    closing the listener, so load balancers see the pod leave first; added to ``drain_timeout_s``."""
 
     execution_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """ONNX Runtime providers in order of preference; empty picks the best available of TensorRT,
@@ -69,8 +72,11 @@ class Settings(BaseSettings):
     """Largest accepted image file (413 above)."""
     max_image_pixels: int = Field(default=50_000_000, ge=64)
     """Largest accepted decoded image, width x height (413 above: decompression bombs)."""
-    max_batch_items: int = Field(default=64, ge=1)
+    max_batch_items: int = Field(default=64, ge=1, le=1024)
     """Most images in one ``/batch`` or v2 infer request (413 above)."""
+    max_request_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    """Largest request body on ``/batch`` and v2 infer, refused with 413 while it is being read (``/predict``
+    is capped at ``max_upload_bytes`` plus 1 MiB for the form)."""
 
     threshold: float = Field(default=0.5, ge=0, le=1)
     """Default confidence below which an attribute abstains (value null); requests may override it."""
@@ -78,6 +84,10 @@ class Settings(BaseSettings):
     """Confidence the image needs before a declared value that disagrees with it is flagged."""
     top_k: int = Field(default=3, ge=1, le=50)
     """Alternatives returned per attribute."""
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Browser origins allowed to call the API cross-site (comma-separated, e.g.
+    ``https://admin.example.com``); empty sends no CORS headers, so browsers refuse cross-site calls."""
 
     api_key: SecretStr | None = None
     """When set, prediction routes need it in ``X-API-Key`` (or ``Authorization: Bearer``); health and
@@ -88,7 +98,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """Port ``python -m service`` listens on."""
 
-    @field_validator("categories", "execution_providers", mode="before")
+    @field_validator("categories", "execution_providers", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)
@@ -120,6 +130,14 @@ class Settings(BaseSettings):
         bad = {slug: v for slug, v in value.items() if v < 1}
         if bad:
             raise ValueError(f"pinned versions must be >= 1, got {bad}")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if o != "*" and not o.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"CORS origins must look like https://host[:port] (or *), got {bad}")
         return value
 
     @field_validator("api_key")
@@ -154,8 +172,3 @@ class Settings(BaseSettings):
     @property
     def resolved_preprocess_threads(self) -> int:
         return self.preprocess_threads or (os.cpu_count() or 1)
-
-    @property
-    def max_request_bytes(self) -> int:
-        """Whole-body cap: every image at its limit plus room for the other form fields."""
-        return self.max_upload_bytes * self.max_batch_items + 1024 * 1024

@@ -9,18 +9,19 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from service.batcher import BatcherError
 from service.deps import ApiKey, State
-from service.errors import InvalidRequestError, PayloadTooLargeError, ServiceError, to_http
+from service.errors import InvalidRequestError, PayloadTooLargeError, ServiceError, error_responses, to_http
 from service.pipeline import predict_image
 from service.schemas import BatchItem, BatchResponse, ErrorBody, ModelList, ModelSummary, PredictResponse
 
 router = APIRouter(tags=["predict"])
+PREDICT_ERRORS = error_responses(400, 401, 413, 415, 422, 500, 503, 504)
 
 Threshold = Annotated[
     float | None, Form(ge=0, le=1, description="abstain below this confidence (default: the server's)")
 ]
 
 
-@router.post("/predict", response_model=PredictResponse, dependencies=[ApiKey])
+@router.post("/predict", response_model=PredictResponse, dependencies=[ApiKey], responses=PREDICT_ERRORS)
 async def predict(
     state: State,
     image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF")],
@@ -30,11 +31,12 @@ async def predict(
     ] = None,
     threshold: Threshold = None,
 ) -> PredictResponse:
+    state.check_accepting()
     data = await image.read()
     return await predict_image(state, category, data, threshold=threshold, declared=declared)
 
 
-@router.post("/batch", response_model=BatchResponse, dependencies=[ApiKey])
+@router.post("/batch", response_model=BatchResponse, dependencies=[ApiKey], responses=PREDICT_ERRORS)
 async def batch(
     state: State,
     images: Annotated[list[UploadFile], File(description="the images, in order")],

@@ -16,7 +16,13 @@ from fastapi import APIRouter, Response
 
 from service import __version__
 from service.deps import ApiKey, State
-from service.errors import InvalidRequestError, ModelNotFoundError, PayloadTooLargeError, UnknownModelError
+from service.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    UnknownModelError,
+    error_responses,
+)
 from service.models import ModelInfo
 from service.pipeline import ServiceState, infer_image, resolve_threshold
 from service.postprocess import attribute_results
@@ -59,7 +65,7 @@ async def ready(state: State, response: Response) -> Readiness:
     return Readiness(ready=state.ready)
 
 
-@router.get("/models/{name}", response_model=ModelMetadata)
+@router.get("/models/{name}", response_model=ModelMetadata, responses=error_responses(404, 422))
 async def model_metadata(state: State, name: str) -> ModelMetadata:
     info = _model(state, name)
     return ModelMetadata(
@@ -75,7 +81,8 @@ async def model_metadata(state: State, name: str) -> ModelMetadata:
     )
 
 
-@router.get("/models/{name}/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get("/models/{name}/ready", response_model=Readiness,
+            responses={**error_responses(404, 422), 503: {"model": Readiness}})
 async def model_ready(state: State, name: str, response: Response) -> Readiness:
     ok = _model(state, name).ready and not state.draining
     if not ok:
@@ -84,7 +91,7 @@ async def model_ready(state: State, name: str, response: Response) -> Readiness:
 
 
 @router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True,
-             dependencies=[ApiKey])
+             dependencies=[ApiKey], responses=error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504))
 async def infer(state: State, name: str, request: InferenceRequest) -> InferenceResponse:
     started = time.perf_counter()
     state.check_accepting()
