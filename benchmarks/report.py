@@ -115,7 +115,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         url = args.host or stack.enter_context(service(args.repository, args.session_threads))
         locust = ["locust", "-f", "load_tests/locustfile.py", "--host", url, "--headless", "-u", str(args.users),
-                  "-r", str(args.spawn_rate), "-t", f"{args.duration}s", "--batch-size", str(args.batch_size),
+                  "-r", f"{args.spawn_rate:g}", "-t", f"{args.duration}s", "--batch-size", str(args.batch_size),
                   "--csv", str(args.out / "run"), "--only-summary", "--summary-json", str(args.out / "summary.json")]
         before, started = images_processed(url), time.monotonic()
         run = subprocess.run([sys.executable, "-m", *locust], cwd=ROOT)
