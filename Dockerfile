@@ -1,6 +1,7 @@
 # CPU image of the inference service. Build: docker build -t meesho-attributes .
 # The demo model repository is baked in; mount your own over /app/models/demo or set
-# SERVICE_REPOSITORY to another mounted path.
+# CATALOG_SERVICE_REPOSITORY to another mounted path. Stop with a timeout above the 20 s drain:
+# docker run --stop-timeout 30 ...
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -22,4 +23,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status == 200 else 1)"
 # SIGTERM drains in-flight requests before exit; give it longer than the drain timeout.
 STOPSIGNAL SIGTERM
-CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000", "--repository", "/app/models/demo"]
+ENV CATALOG_SERVICE_REPOSITORY=/app/models/demo
+CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]
