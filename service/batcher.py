@@ -8,7 +8,8 @@ the event loop stays free). Semantics, after Ray Serve's batching:
 - ``max_delay_s == 0`` is opportunistic: an idle request is dispatched at once, and whatever queued
   while a batch was in flight goes out together in the next one;
 - a full batch goes out at once; at most ``max_in_flight`` batches run at the same time;
-- the queue is bounded: :class:`QueueFullError` is raised at once when it is full;
+- the queue is bounded: :class:`QueueFullError` is raised at once when it is full, or when the batches
+  queued ahead (at the recent batch time) would outlast the item's deadline;
 - every item has a deadline: if its batch has not *started* by then it fails with
   :class:`DeadlineExceededError` (it is never run late);
 - items whose caller was cancelled are dropped before a batch runs;
@@ -36,6 +37,11 @@ R = TypeVar("R")
 BatchHandler = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]] | Callable[
     [list[T]], Sequence[R | BaseException]
 ]
+
+
+SHED_HEADROOM = 0.75
+"""An item is refused at once when its expected wait exceeds this share of its deadline: the estimate
+is rough, and the rest of the deadline absorbs its error."""
 
 
 class BatcherError(RuntimeError):
@@ -128,7 +134,10 @@ class Batcher(Generic[T, R]):
         self._loop_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._accepting = False
+        self._flushing = False
         self._recent_run_s = 0.05
+        self._recent_item_s = 0.0  # batch time per image, for the expected wait; 0 until a batch ran
+        self._running_items = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -162,6 +171,14 @@ class Batcher(Generic[T, R]):
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
+    def flush(self) -> None:
+        """Stop waiting for batches to fill (a drain started): what is queued goes out as soon as it can.
+        New items are still accepted until :meth:`stop`. Safe to call from a signal handler."""
+        self._flushing = True
+        if self._loop_task is not None:
+            # Wake the loop through the thread-safe path: a signal handler may interrupt the loop itself.
+            self._loop_task.get_loop().call_soon_threadsafe(self._arrived.set)
+
     @property
     def accepting(self) -> bool:
         return self._accepting
@@ -185,10 +202,13 @@ class Batcher(Generic[T, R]):
             self._purge_done()
             if len(self._queue) >= self.config.max_queue_size:
                 raise QueueFullError(self.name, len(self._queue), self._retry_after_s())
+        timeout = self.config.timeout_s if timeout_s is None else timeout_s
+        if timeout is not None and self._expected_wait_s() > SHED_HEADROOM * timeout:
+            # It would only time out in the queue: refuse now, while the caller can still go elsewhere.
+            raise QueueFullError(self.name, len(self._queue), self._retry_after_s())
         loop = asyncio.get_running_loop()
         # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
         now = time.perf_counter()
-        timeout = self.config.timeout_s if timeout_s is None else timeout_s
         item: _Item[T, R] = _Item(value, loop.create_future(), now, None if timeout is None else now + timeout)
         if timeout is not None:
             item.timer = loop.call_later(timeout, self._expire, item)
@@ -214,10 +234,10 @@ class Batcher(Generic[T, R]):
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if self.config.max_delay_s > 0:
+            if self.config.max_delay_s > 0 and not self._flushing:
                 # Timer from the first live item's arrival; a full queue cuts the wait short.
                 close_at = self._queue[0].enqueued_at + self.config.max_delay_s
-                while self._live_queue() < self.config.max_batch_size:
+                while self._live_queue() < self.config.max_batch_size and not self._flushing:
                     remaining = close_at - time.perf_counter()
                     if remaining <= 0:
                         break
@@ -252,6 +272,7 @@ class Batcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         values = [item.value for item in batch]
+        self._running_items += len(batch)
         try:
             if self._is_async:
                 results = await self._handler(values)  # type: ignore[misc]
@@ -269,8 +290,11 @@ class Batcher(Generic[T, R]):
             return
         finally:
             self._slots.release()
+            self._running_items -= len(batch)
         run_s = time.perf_counter() - started
         self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * run_s
+        item_s = run_s / len(batch)
+        self._recent_item_s = item_s if not self._recent_item_s else 0.7 * self._recent_item_s + 0.3 * item_s
         if self._hooks.on_batch is not None:
             self._hooks.on_batch(len(batch), run_s)
         for item, result in zip(batch, results, strict=True):
@@ -303,6 +327,15 @@ class Batcher(Generic[T, R]):
 
     def _live_queue(self) -> int:
         return sum(1 for item in self._queue if not item.future.done())
+
+    def _expected_wait_s(self) -> float:
+        """Roughly how long a new item would wait for its batch to start: every image queued ahead of it
+        and every image running, at the recent time per image, shared by the batches that may run at
+        once (pessimistic: a running batch counts whole; refusing early beats timing out late)."""
+        if len(self._running) < self.config.max_in_flight and self._live_queue() < self.config.max_batch_size:
+            return 0.0  # a slot is free and the next batch has room: it starts about now
+        ahead = self._live_queue() + self._running_items
+        return ahead * self._recent_item_s / self.config.max_in_flight
 
     def _retry_after_s(self) -> float:
         # Time to work through the current queue at the recent batch rate, at least one second.

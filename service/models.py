@@ -262,8 +262,10 @@ class OnnxPredictor:
 
     def begin_drain(self) -> None:
         self._draining = True
-        for name in self._models:
+        for name, model in self._models.items():
             self._metrics.model_ready.labels(name).set(0)
+            if model.batcher is not None:
+                model.batcher.flush()  # queued images need not wait for company any more
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.begin_drain()
