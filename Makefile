@@ -49,7 +49,7 @@ demo-train: install-dev
 	$(BIN)/python -m model_training.synthetic --out $(DEMO_DIR)/catalog --per-category 400 --seed 0 --quiet
 	$(BIN)/python -m model_training.train --data $(DEMO_DIR)/catalog --category all --out $(DEMO_DIR)/runs \
 		--backbone convnext-atto --image-size 128 --epochs-t1 10 --epochs-t2 5 --batch-size 32 \
-		--lr 1e-3 --head-lr 1e-3 --t2-lr 1e-3 --num-workers 0 --cache-images --no-progress
+		--head-hidden 64 --lr 1e-3 --head-lr 1e-3 --t2-lr 1e-3 --num-workers 0 --cache-images --no-progress
 	$(BIN)/python -m model_training.predict --checkpoint $(DEMO_DIR)/runs --data $(DEMO_DIR)/catalog \
 		--split test --out $(DEMO_DIR)/submission.csv
 	$(BIN)/python -m model_training.evaluate --truth $(DEMO_DIR)/catalog/test_truth.csv --pred $(DEMO_DIR)/submission.csv

@@ -24,12 +24,15 @@ from catalog.taxonomy import load_taxonomy
 
 PY = sys.executable
 DEMO_TRAIN = ["--backbone", "convnext-atto", "--image-size", "128", "--epochs-t1", "10", "--epochs-t2", "5",
-              "--batch-size", "32", "--lr", "1e-3", "--head-lr", "1e-3", "--t2-lr", "1e-3", "--num-workers", "0",
-              "--cache-images", "--no-progress"]
+              "--batch-size", "32", "--head-hidden", "64", "--lr", "1e-3", "--head-lr", "1e-3", "--t2-lr", "1e-3",
+              "--num-workers", "0", "--cache-images", "--no-progress"]
 
 
 def run(args: list[str]) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-3000:]}")
+    return done.stdout
 
 
 def evaluate(data: Path, submission: Path) -> float:
@@ -85,7 +88,7 @@ def main() -> int:
     full = args.reuse_full or work / "full"
     if args.reuse_full is None:
         seconds["full"] = train(data, full, [])
-    seconds["no_t2"] = train(data, work / "no_t2", ["--epochs-t2", "0", "--no-calibration", "--no-rules"])
+    seconds["no_t2"] = train(data, work / "no_t2", ["--epochs-t2", "0", "--no-calibrate", "--no-rules"])
     seconds["drop_incomplete"] = train(data, work / "drop_incomplete", ["--drop-incomplete"])
 
     scores = {

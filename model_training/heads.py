@@ -31,8 +31,11 @@ class SpatialAttentionPool(nn.Module):
 
     def __init__(self, channels: int, hidden: int = 64) -> None:
         super().__init__()
+        # Depthwise 3x3 (neighbourhood context) then pointwise: ~C*(9 + hidden) weights instead of a dense
+        # 3x3 conv's 9*C*hidden, which made the heads outweigh a small backbone several times over.
         self.score = nn.Sequential(
-            nn.Conv2d(channels, hidden, kernel_size=3, padding=1),
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1, groups=channels),
+            nn.Conv2d(channels, hidden, kernel_size=1),
             nn.GELU(),
             nn.Conv2d(hidden, 1, kernel_size=1),
         )

@@ -42,7 +42,7 @@ from model_training.calibration import fit_calibration
 from model_training.checkpoint import load_state_strict, make_info, read_info, save_checkpoint
 from model_training.config import TrainConfig, parse_config
 from model_training.data import ImageDataset, complete_rows, encode_targets, stratified_split
-from model_training.losses import MaskedMultiTaskLoss, class_counts, mmd
+from model_training.losses import MaskedMultiTaskLoss, class_counts, log_priors, mmd
 from model_training.model import CategoryModel, value_orders_for
 from model_training.plots import METRICS_NAME, PLOT_NAME, append_metrics, plot_curves, read_metrics
 from model_training.rules import mine_rules, select_rules
@@ -409,7 +409,8 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
     log(runtime, f"{category.slug} validation score: T1 {score_t1:.4f} -> T2 {score_t2:.4f}")
 
     # --- decoding tuned for the metric: calibration, then rules that raise the validation score
-    calibration = fit_calibration(logits, val_targets, names) if cfg.calibrate else {}
+    priors = [log_priors(c) for c in counts]
+    calibration = fit_calibration(logits, val_targets, names, log_priors=priors) if cfg.calibrate else {}
     score_cal = category_score_of(Decoder(category, calibration), logits, val_targets)
     log(runtime, f"{category.slug} calibration (temperature + class offsets): {score_t2:.4f} -> {score_cal:.4f}")
     rules: list[ConsistencyRule] = []

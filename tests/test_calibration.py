@@ -33,7 +33,7 @@ def test_offsets_raise_macro_f1_on_a_biased_model():
     logits[np.arange(n), y] += 1.5
     logits[:, 0] += 2.0  # the model is biased toward the majority class
     before = attribute_hm(y, logits.argmax(1), 3)
-    offsets = np.asarray(fit_offsets(logits, y))
+    offsets = np.asarray(fit_offsets(logits, y, per_class_min_rows=30))
     after = attribute_hm(y, (logits + offsets).argmax(1), 3)
     assert after > before + 0.05
     assert offsets[0] < offsets[1:].min()
@@ -46,3 +46,19 @@ def test_fit_calibration_gives_one_entry_per_attribute():
     calibration = fit_calibration(logits, targets, ["a", "b"])
     assert len(calibration["a"].offsets) == 3
     assert calibration["b"].temperature == 1.0 and calibration["b"].offsets == (0.0, 0.0)
+
+
+def test_small_validation_split_only_gets_the_logit_adjustment():
+    rng = np.random.default_rng(4)
+    n = 40
+    y = np.where(rng.random(n) < 0.8, 0, rng.integers(1, 3, n))
+    logits = rng.normal(size=(n, 3))
+    logits[np.arange(n), y] += 1.5
+    logits[:, 0] += 2.0
+    prior = np.log(np.array([0.8, 0.1, 0.1]))
+    offsets = np.asarray(fit_offsets(logits, y, prior, per_class_min_rows=30))
+    # 40 rows < 30 per class * 3 classes: offsets are -tau * log(prior), centred, for some tau
+    centred = -(prior - prior.mean())
+    tau = offsets[1] / centred[1] if offsets.any() else 0.0
+    np.testing.assert_allclose(offsets, tau * centred, atol=1e-9)
+    assert attribute_hm(y, (logits + offsets).argmax(1), 3) >= attribute_hm(y, logits.argmax(1), 3)
