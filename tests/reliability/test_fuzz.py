@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -39,6 +40,8 @@ def test_api_has_no_server_errors_and_conforms_to_its_schema(server):
 
         try:
             fuzz()
+        except Unsatisfiable:
+            continue  # no way to break this operation's (empty) input: nothing negative to send
         except Exception as error:  # collect every operation's failure, then report them together
             failures[f"{operation.label} ({mode})"] = str(error)[:2000]
     assert any("/predict" in label for label in labels) and any("infer" in label for label in labels), labels
