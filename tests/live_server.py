@@ -1,4 +1,5 @@
-"""A real ``python -m service`` (uvicorn) in a subprocess on a free loopback port, for tests."""
+"""A real ``python -m service`` (uvicorn) in a subprocess on a free loopback port, for tests. Its output
+goes to a log file, not a pipe, so a chatty server can never block on a full pipe."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,36 +26,58 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     url: str
+    log: Path
+    port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def rss_bytes(self) -> int:
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
 
 
-def start(repository: Path, env: dict[str, str] | None = None, wait_ready: bool = True) -> Server:
+def start(repository: Path, log_dir: Path, env: dict[str, str] | None = None, wait_ready: bool = True,
+          timeout_s: float = 60) -> Server:
     port = free_port()
-    environment = {**os.environ, "CATALOG_SERVICE_SESSION_THREADS": "1", **(env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--repository", str(repository), "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    server = Server(process, f"http://127.0.0.1:{port}")
+    settings = {"CATALOG_SERVICE_SESSION_THREADS": "1", "CATALOG_SERVICE_PREPROCESS_THREADS": "1", **(env or {})}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CATALOG_SERVICE_")} | settings
+    log = log_dir / f"server-{port}.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--repository", str(repository), "--port", str(port),
+             "--log-level", "warning"],
+            cwd=ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log, port, settings)
     if wait_ready:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        while not server.ready():
             if process.poll() is not None:
-                raise AssertionError(f"server exited with {process.returncode}: {process.stdout.read()}")
-            try:
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
+                raise AssertionError(f"server exited with {process.returncode}: {server.output()}")
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"server not ready within {timeout_s} s: {server.output()}")
             time.sleep(0.1)
-        process.kill()
-        raise AssertionError("server did not become ready within 30 s")
     return server
 
 
-def stop(server: Server) -> int:
+def stop(server: Server, timeout_s: float = 30) -> int:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
-    return server.process.wait(timeout=30)
+    try:
+        return server.process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        raise

@@ -27,8 +27,8 @@ def repository(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(repository) -> Iterator[Server]:
-    running = start(repository, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "0.02"})
+def server(repository, tmp_path_factory) -> Iterator[Server]:
+    running = start(repository, tmp_path_factory.mktemp("logs"), {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "0.02"})
     yield running
     assert stop(running) == 0
 
@@ -74,9 +74,10 @@ def test_batch_and_open_inference_protocol_over_http(server):
     assert httpx.get(f"{server.url}/v2/models/sarees/ready").json() == {"ready": True}
 
 
-def test_sigterm_lets_queued_requests_finish_then_exits_0(repository):
+def test_sigterm_lets_queued_requests_finish_then_exits_0(repository, tmp_path):
     # A long batching delay keeps four requests queued while the signal arrives.
-    running = start(repository, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "1.5", "CATALOG_SERVICE_MAX_BATCH_SIZE": "8"})
+    running = start(repository, tmp_path,
+                    {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "1.5", "CATALOG_SERVICE_MAX_BATCH_SIZE": "8"})
     pool = ThreadPoolExecutor(4)
     queued = [pool.submit(lambda: httpx.post(f"{running.url}/predict", files={"image": ("x.jpg", image_bytes())},
                                              data={"category": "men_tshirts"}, timeout=20)) for _ in range(4)]
@@ -95,13 +96,13 @@ def test_sigterm_lets_queued_requests_finish_then_exits_0(repository):
 def test_broken_model_stops_start_up_with_a_clear_message(tmp_path):
     build_repository(tmp_path, slugs=("kurtis",))
     (tmp_path / "kurtis" / "1" / "model.onnx").write_bytes(b"replaced")
-    failed = start(tmp_path, wait_ready=False)
+    failed = start(tmp_path, tmp_path, wait_ready=False)
     assert failed.process.wait(timeout=30) == 1
-    output = failed.process.stdout.read()
+    output = failed.output()
     assert "error: cannot serve: kurtis:" in output and "does not match the manifest's" in output
 
 
 def test_bad_setting_is_named_and_exits_2(tmp_path):
-    failed = start(tmp_path, {"CATALOG_SERVICE_MAX_BATCH_SIZE": "0"}, wait_ready=False)
+    failed = start(tmp_path, tmp_path, {"CATALOG_SERVICE_MAX_BATCH_SIZE": "0"}, wait_ready=False)
     assert failed.process.wait(timeout=30) == 2
-    assert "invalid setting max_batch_size" in failed.process.stdout.read()
+    assert "invalid setting max_batch_size" in failed.output()

@@ -33,7 +33,7 @@ if not Path(CHROMIUM).exists():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    running = start(build_repository(tmp_path_factory.mktemp("repo"), slugs=SLUGS))
+    running = start(build_repository(tmp_path_factory.mktemp("repo"), slugs=SLUGS), tmp_path_factory.mktemp("logs"))
     yield running
     stop(running)
 

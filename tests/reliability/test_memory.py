@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.image_zoo import _save, photo
-from tests.reliability.server import Server, start, stop
+from tests.live_server import Server, start, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

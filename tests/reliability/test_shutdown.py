@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.image_zoo import _save, photo
-from tests.reliability.server import start
+from tests.live_server import start
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 DELAY_S = 1.0
