@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="largest competition-score drop in points allowed for fp16/int8")
     parser.add_argument("--force", action="store_true", help="export even when the score drop is too large")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # onnxruntime's quantiser logs every tensor at INFO on the root logger; keep only our own INFO lines.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("export").setLevel(logging.INFO)
     try:
         for checkpoint in checkpoint_dirs(args.checkpoint):
             result = export_checkpoint(

@@ -83,6 +83,15 @@ def random_batch(spec: PreprocessSpec, n: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *spec.input_shape)).astype(np.float32)
 
 
+def _display_path(path: str | Path) -> str:
+    """Relative to the working directory when inside it, so manifests do not carry a machine's layout."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
 def library_versions() -> dict[str, str]:
     found = {}
     for package in ("torch", "transformers", "onnx", "onnxruntime", "numpy"):
@@ -168,7 +177,7 @@ def export_checkpoint(
             precision=chosen,
             opset=opset,
             sha256=sha256_file(model_path),
-            source={"checkpoint": str(Path(checkpoint).resolve()), "validation_metrics": info.metrics,
+            source={"checkpoint": _display_path(checkpoint), "validation_metrics": info.metrics,
                     "git_commit": info.git_commit, "backbone": info.backbone.get("name")},
             verification=verification,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),

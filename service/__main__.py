@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot serve: {error}", file=sys.stderr)
         return 1
     app = create_app(settings, predictor, metrics)
+    shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    print(f"serving {len(predictor.models())} models from {settings.repository}: open http://{shown_host}:"
+          f"{settings.port} to try them (API docs at /docs, metrics at /metrics)", flush=True)
     # The drain timeout bounds uvicorn's wait for in-flight requests (a float works: it goes to
     # asyncio.wait_for); the lifespan then gets what is left of it for the batchers.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
