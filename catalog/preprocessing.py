@@ -103,6 +103,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def reduce_on_decode(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Ask a not-yet-decoded JPEG to decode in the DCT domain at the smallest scale (1/2..1/8) that stays
+    at or above the target size on both sides (EXIF rotation may swap them). The service does this
+    because big photos then decode several times faster, so training and export do it too: the same
+    file gives the same tensor everywhere. A no-op for other formats and for already-decoded images."""
+    if image.format in ("JPEG", "MPO") and getattr(image, "tile", None):
+        side = max(spec.width, spec.height)
+        image.draft("RGB", (side, side))
+    return image
+
+
 def resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """Resize an RGB image to the spec's size (no normalisation)."""
     resample = _RESAMPLE[spec.interpolation]
@@ -125,6 +136,6 @@ def normalize(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """An image of any mode -> the model's float32 CHW input."""
-    rgb = resize(to_rgb(image), spec)
+    """An opened image of any format and mode -> the model's float32 CHW input."""
+    rgb = resize(to_rgb(reduce_on_decode(image, spec)), spec)
     return normalize(np.asarray(rgb, dtype=np.uint8), spec)

@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from catalog.dataset import LabelRow
-from catalog.preprocessing import PreprocessSpec, normalize, preprocess, resize, to_rgb
+from catalog.preprocessing import PreprocessSpec, normalize, preprocess, reduce_on_decode, resize, to_rgb
 from model_training.augment import Augment
 from model_training.losses import MISSING
 
@@ -79,11 +79,12 @@ def complete_rows(targets: np.ndarray) -> np.ndarray:
     return np.flatnonzero((targets >= 0).all(axis=1))
 
 
-def load_image(row: LabelRow) -> Image.Image:
+def load_image(row: LabelRow, spec: PreprocessSpec) -> Image.Image:
+    """Decoded exactly as the service decodes an upload (JPEG draft scale included), upright RGB."""
     if row.image_path is None:
         raise ValueError(f"row {row.id} has no image path")
     with Image.open(row.image_path) as image:
-        return to_rgb(image)
+        return to_rgb(reduce_on_decode(image, spec))
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -116,7 +117,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         """Decode and resize every image once (PIL releases the GIL, so threads overlap)."""
         if self.cache is None:
             with ThreadPoolExecutor(max(1, threads)) as pool:
-                self.cache = list(pool.map(lambda row: resize(load_image(row), self.spec), self.rows))
+                self.cache = list(pool.map(lambda row: resize(load_image(row, self.spec), self.spec), self.rows))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -129,7 +130,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 image = resize(self.augment(image, rng), self.spec)
             pixels = normalize(np.asarray(image, dtype=np.uint8), self.spec)
         else:
-            image = load_image(self.rows[i])
+            image = load_image(self.rows[i], self.spec)
             if self.augment is not None and rng is not None:
                 image = self.augment(image, rng)
             pixels = preprocess(image, self.spec)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from catalog.preprocessing import PreprocessSpec, normalize, resize, to_rgb
+from catalog.preprocessing import PreprocessSpec, normalize, reduce_on_decode, resize, to_rgb
 from service.errors import InvalidImageError, PayloadTooLargeError, UnsupportedMediaError
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -68,12 +68,7 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 def decode(data: bytes, spec: PreprocessSpec, limits: ImageLimits) -> np.ndarray:
     """Encoded bytes -> float32 CHW tensor exactly as the manifest's spec says."""
-    image = open_image(data, limits)
-    if image.format in ("JPEG", "MPO"):
-        # DCT-domain downscaling: a 4000 px photo decodes at 1/2..1/8 size, never below the target.
-        # Both sides get the larger target because EXIF rotation may swap width and height.
-        side = max(spec.width, spec.height)
-        image.draft("RGB", (side, side))
+    image = reduce_on_decode(open_image(data, limits), spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

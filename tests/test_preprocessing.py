@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catalog.preprocessing import PreprocessError, PreprocessSpec, normalize, preprocess, resize, to_rgb
+from catalog.preprocessing import (
+    PreprocessError,
+    PreprocessSpec,
+    normalize,
+    preprocess,
+    reduce_on_decode,
+    resize,
+    to_rgb,
+)
 
 
 def test_output_is_float32_chw_with_imagenet_normalisation():
@@ -62,3 +70,16 @@ def test_round_trip_and_errors_name_the_bad_value():
         PreprocessSpec.from_dict({"crop": 3})
     with pytest.raises(PreprocessError, match="2x512"):
         PreprocessSpec(height=2)
+
+
+def test_reduce_on_decode_shrinks_big_jpegs_but_never_below_the_target():
+    buffer = io.BytesIO()
+    Image.new("RGB", (1600, 1200), (10, 200, 30)).save(buffer, format="JPEG")
+    spec = PreprocessSpec(height=128, width=96)
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        reduce_on_decode(image, spec)
+        assert image.size == (200, 150)  # 1/8 scale; both sides stay >= 128
+    png = io.BytesIO()
+    Image.new("RGB", (1600, 1200)).save(png, format="PNG")
+    with Image.open(io.BytesIO(png.getvalue())) as image:
+        assert reduce_on_decode(image, spec).size == (1600, 1200)

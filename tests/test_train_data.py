@@ -3,12 +3,13 @@ import pytest
 from PIL import Image
 
 from catalog.dataset import LabelRow
-from catalog.preprocessing import PreprocessSpec, preprocess
+from catalog.preprocessing import PreprocessSpec, preprocess, reduce_on_decode
 from catalog.real_labels import load_real_labels
 from catalog.taxonomy import load_taxonomy
 from model_training.augment import Augment
 from model_training.data import ImageDataset, complete_rows, encode_targets, stratified_split
 from model_training.model import value_orders_for
+from service.images import ImageLimits, decode
 
 ORDERS = value_orders_for(load_taxonomy()["women_tshirts"])
 
@@ -44,11 +45,16 @@ def test_stratified_split_keeps_class_proportions():
 
 @pytest.mark.parametrize("cached", [False, True])
 def test_training_tensor_equals_the_serving_preprocessing(tmp_path, cached):
-    """Training and serving cannot drift: the un-augmented item is exactly catalog.preprocess."""
+    """Training and serving cannot drift: the un-augmented item is exactly catalog.preprocess and exactly
+    what the service decodes from the same file's bytes, JPEG draft-mode reduction included (the photo is
+    big enough for it to decode at a quarter of its size)."""
     path = tmp_path / "000001.jpg"
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (70, 50, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(rng.integers(0, 255, (400, 300, 3), dtype=np.uint8)).save(path)
     spec = PreprocessSpec(height=40, width=32, interpolation="bicubic")
+    with Image.open(path) as probe:
+        reduce_on_decode(probe, spec)
+        assert probe.size == (75, 100), "the test image should be one that draft mode reduces"
     row = LabelRow(1, "Women Tshirts", {}, image_path=path)
     dataset = ImageDataset([row], encode_targets([row], ORDERS), spec)
     if cached:
@@ -57,6 +63,8 @@ def test_training_tensor_equals_the_serving_preprocessing(tmp_path, cached):
     with Image.open(path) as image:
         expected = preprocess(image, spec)
     assert np.array_equal(pixels.numpy(), expected)
+    served = decode(path.read_bytes(), spec, ImageLimits(max_bytes=10**8, max_pixels=10**8))
+    assert np.array_equal(pixels.numpy(), served)
     assert (target == -1).all()
     augmented = ImageDataset([row], encode_targets([row], ORDERS), spec, Augment(p=1.0))
     if cached:
