@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,10 +141,7 @@ class Manifest(_Strict):
 
 
 def _head_ordered(category: Category, manifest: Manifest) -> Category:
-    """The category with its attributes' values in the model's head order (which may differ)."""
-    by_name = {a.name: a for a in manifest.attributes}
-    attributes = tuple(replace(a, values=tuple(by_name[a.name].values)) for a in category.attributes)
-    return replace(category, attributes=attributes)
+    return category.with_value_orders({a.name: a.values for a in manifest.attributes})
 
 
 def check_against_taxonomy(manifest: Manifest, category: Category) -> None:

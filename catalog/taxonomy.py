@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 
@@ -91,6 +91,14 @@ class Category:
     @property
     def attribute_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.attributes)
+
+    def with_value_orders(self, value_orders: Mapping[str, Sequence[str]]) -> Category:
+        """This category with each attribute's values in a model head's order (which may differ from the
+        taxonomy's); attributes missing from ``value_orders`` keep theirs."""
+        attributes = tuple(
+            replace(a, values=tuple(value_orders[a.name])) if a.name in value_orders else a for a in self.attributes
+        )
+        return replace(self, attributes=attributes)
 
     def attribute(self, name: str) -> Attribute:
         """Look an attribute up by name (``"sleeve_length"``) or column (``"attr_5"``)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,7 @@ class CheckpointInfo:
         """The category as the checkpoint saw it (its taxonomy slice), values in head order."""
         base = Taxonomy.from_dict({self.category: self.taxonomy}).category(self.category) if self.taxonomy \
             else load_taxonomy().category(self.category)
-        attributes = tuple(replace(a, values=self.value_orders[a.name]) for a in base.attributes)
-        return replace(base, attributes=attributes)
+        return base.with_value_orders(self.value_orders)
 
     def decoder(self, *, with_calibration: bool = True, with_rules: bool = True) -> Decoder:
         return Decoder(

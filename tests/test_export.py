@@ -96,14 +96,20 @@ def test_score_drop_over_limit_fails_and_leaves_nothing(checkpoint, validation_d
     assert not (tmp_path / "men_tshirts").exists()
 
 
-def test_broken_checkpoint_leaves_repository_untouched(checkpoint, tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
+def edited_copy(checkpoint, target, edit):
+    """A copy of the checkpoint directory whose checkpoint.json went through ``edit``."""
+    target.mkdir()
     for item in checkpoint.iterdir():
-        (broken / item.name).write_bytes(item.read_bytes())
-    info = json.loads((broken / "checkpoint.json").read_text())
-    info["head"]["hidden"] = 8  # heads now mis-shaped against the weights
-    (broken / "checkpoint.json").write_text(json.dumps(info))
+        (target / item.name).write_bytes(item.read_bytes())
+    info = json.loads((target / "checkpoint.json").read_text())
+    edit(info)
+    (target / "checkpoint.json").write_text(json.dumps(info))
+    return target
+
+
+def test_broken_checkpoint_leaves_repository_untouched(checkpoint, tmp_path):
+    # Heads now mis-shaped against the weights.
+    broken = edited_copy(checkpoint, tmp_path / "broken", lambda info: info["head"].update(hidden=8))
     repository = tmp_path / "repo"
     with pytest.raises(ExportError, match="shape mismatches"):
         export_checkpoint(broken, repository)
@@ -111,13 +117,8 @@ def test_broken_checkpoint_leaves_repository_untouched(checkpoint, tmp_path):
 
 
 def test_checkpoint_not_matching_taxonomy_is_refused(checkpoint, tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for item in checkpoint.iterdir():
-        (broken / item.name).write_bytes(item.read_bytes())
-    info = json.loads((broken / "checkpoint.json").read_text())
-    info["value_orders"]["sleeve_length"] = ["short sleeves", "sleeveless"]
-    (broken / "checkpoint.json").write_text(json.dumps(info))
+    broken = edited_copy(checkpoint, tmp_path / "broken",
+                         lambda info: info["value_orders"].update(sleeve_length=["short sleeves", "sleeveless"]))
     with pytest.raises(ExportError, match="'sleeve_length' predicts"):
         export_checkpoint(broken, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()

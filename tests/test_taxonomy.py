@@ -74,3 +74,11 @@ def test_round_trip_through_dict():
 
 def test_slugify():
     assert slugify("Women Tops & Tunics") == "women_tops_tunics"
+
+
+def test_with_value_orders_reorders_only_what_it_is_given():
+    men = load_taxonomy()["men_tshirts"]
+    reordered = men.with_value_orders({"neck": ("round", "polo")})
+    assert reordered.attribute("neck").values == ("round", "polo")
+    assert reordered.attribute("color").values == men.attribute("color").values
+    assert men.attribute("neck").values == ("polo", "round")
