@@ -21,11 +21,7 @@ async def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-async def require_api_key(
-    state: State,
-    x_api_key: Annotated[str | None, Header(description="the API key, when the service has one")] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
+def check_api_key(state: ServiceState, x_api_key: str | None, authorization: str | None) -> None:
     """Checks the key when one is configured; constant-time so timing does not leak its prefix."""
     expected = state.settings.api_key
     if expected is None:
@@ -35,6 +31,14 @@ async def require_api_key(
         given = authorization[7:].strip()
     if given is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         raise UnauthorizedError("missing or wrong API key (send it in X-API-Key or Authorization: Bearer)")
+
+
+async def require_api_key(
+    state: State,
+    x_api_key: Annotated[str | None, Header(description="the API key, when the service has one")] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    check_api_key(state, x_api_key, authorization)
 
 
 ApiKey = Depends(require_api_key)

@@ -47,6 +47,17 @@ def test_predict_over_http_with_declared_conflicts(server):
     assert bool(body["conflicts"]) == conflict
 
 
+def test_bare_jpeg_body_over_http_matches_the_multipart_answer(server):
+    data = image_bytes()
+    bare = httpx.post(f"{server.url}/predict", params={"category": "men_tshirts"}, content=data,
+                      headers={"Content-Type": "image/jpeg"}, timeout=10)
+    form = httpx.post(f"{server.url}/predict", files={"image": ("shirt.jpg", data)},
+                      data={"category": "men_tshirts"}, timeout=10)
+    assert bare.status_code == form.status_code == 200, (bare.text, form.text)
+    assert bare.json()["attributes"] == form.json()["attributes"]
+    assert bare.headers["content-type"] == "application/json"
+
+
 def test_concurrent_requests_are_batched_and_bad_images_stay_isolated(server):
     def post(i: int) -> httpx.Response:
         data = b"broken" if i == 3 else image_bytes(color=(i * 20, 50, 90))

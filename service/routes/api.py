@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from service.batcher import BatcherError
-from service.deps import ApiKey, State
-from service.errors import InvalidRequestError, PayloadTooLargeError, ServiceError, error_responses, to_http
-from service.pipeline import predict_image
+from service.deps import ApiKey, State, check_api_key
+from service.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    ServiceError,
+    error_responses,
+    to_http,
+)
+from service.pipeline import ServiceState, predict_image
+from service.predict_request import OPENAPI, read_predict_request
 from service.schemas import BatchItem, BatchResponse, ErrorBody, ModelList, ModelSummary, PredictResponse
 
 router = APIRouter(tags=["predict"])
@@ -21,19 +28,19 @@ Threshold = Annotated[
 ]
 
 
-@router.post("/predict", response_model=PredictResponse, dependencies=[ApiKey], responses=PREDICT_ERRORS)
-async def predict(
-    state: State,
-    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF")],
-    category: Annotated[str, Form(description="category slug or display name, e.g. men_tshirts")],
-    declared: Annotated[
-        str | None, Form(description='what the supplier typed, JSON: {"sleeve_length": "long sleeves"}')
-    ] = None,
-    threshold: Threshold = None,
-) -> PredictResponse:
+@router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=OPENAPI)
+async def predict(request: Request) -> Response:
+    """One image, as multipart form data (an ``image`` file plus the fields) or as the bare request body
+    with ``Content-Type: image/...`` and the fields as query parameters (no multipart parsing: the
+    cheapest way in for upload pipelines). Fields: ``category`` (required), ``declared``, ``threshold``."""
+    state: ServiceState = request.app.state.service
+    check_api_key(state, request.headers.get("x-api-key"), request.headers.get("authorization"))
     state.check_accepting()
-    data = await image.read()
-    return await predict_image(state, category, data, threshold=threshold, declared=declared)
+    parsed = await read_predict_request(request)
+    result = await predict_image(state, parsed.category, parsed.data, threshold=parsed.threshold,
+                                 declared=parsed.declared)
+    # Serialised once here; FastAPI would validate the finished model again on the way out.
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.post("/batch", response_model=BatchResponse, dependencies=[ApiKey], responses=PREDICT_ERRORS)

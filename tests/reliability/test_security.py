@@ -83,8 +83,15 @@ def test_no_route_takes_a_server_side_path_or_url(server):
     assert not [n for n in names if any(word in n[2].lower() for word in suspicious)], names
     # An image given as a path or URL string instead of a file is refused, never fetched.
     for text in ("/etc/passwd", "file:///etc/passwd", "http://169.254.169.254/latest/meta-data/"):
-        response = httpx.post(f"{server.url}/predict", data={"image": text, "category": "men_tshirts"}, timeout=5)
-        assert response.status_code == 422 and "root:" not in response.text, response.text
+        # As a text field of a multipart form, as an urlencoded form, and as a bare body.
+        as_field = httpx.post(f"{server.url}/predict", files={"image": (None, text)},
+                              data={"category": "men_tshirts"}, timeout=5)
+        assert as_field.status_code == 422 and "no 'image' file" in as_field.text, as_field.text
+        urlencoded = httpx.post(f"{server.url}/predict", data={"image": text, "category": "men_tshirts"}, timeout=5)
+        assert urlencoded.status_code == 415 and "root:" not in urlencoded.text, urlencoded.text
+        bare = httpx.post(f"{server.url}/predict?category=men_tshirts", content=text.encode(),
+                          headers={"Content-Type": "image/jpeg"}, timeout=5)
+        assert bare.status_code == 422 and "not an image" in bare.text, bare.text
         encoded = base64.b64encode(text.encode()).decode()
         infer = httpx.post(f"{server.url}/v2/models/men_tshirts/infer", timeout=5, json={
             "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}]})
