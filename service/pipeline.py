@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -16,8 +17,8 @@ from service.batcher import QueueFullError
 from service.errors import ModelNotReadyError, ShuttingDownError
 from service.metrics import ServiceMetrics
 from service.models import Inference, ModelInfo, Predictor
-from service.postprocess import Row, build_response, parse_declared
-from service.schemas import PredictResponse, Timings
+from service.postprocess import build_response, parse_declared
+from service.schemas import AttributeResult, Conflict, PredictResponse, Timings
 from service.settings import Settings
 
 
@@ -88,13 +89,16 @@ class ServiceState:
         """What is left of the request's deadline, which runs from its arrival (not its queueing)."""
         return max(0.001, self.settings.request_timeout_s - (time.perf_counter() - started))
 
-    def record(self, info: ModelInfo, row: Row, response: PredictResponse) -> None:
+    def record(self, info: ModelInfo, attributes: Mapping[str, AttributeResult],
+               conflicts: Sequence[Conflict] = ()) -> None:
+        """Counts one image's predicted values (for drift), abstentions and conflicts, whatever route it
+        came by."""
         m = self.metrics
-        for name, result in response.attributes.items():
+        for name, result in attributes.items():
             m.predictions_total.labels(info.name, name, result.decoded_value).inc()
             if result.abstained:
                 m.abstentions_total.labels(info.name, name).inc()
-        for conflict in response.conflicts:
+        for conflict in conflicts:
             m.conflicts_total.labels(info.name, conflict.attribute).inc()
 
 
@@ -141,5 +145,5 @@ def respond(state: ServiceState, info: ModelInfo, category: Category, inference:
     response = build_response(model=info.name, version=info.version, category=category, row=inference.row,
                               threshold=threshold, declared=declared,
                               conflict_threshold=state.settings.conflict_threshold, timings=timings)
-    state.record(info, inference.row, response)
+    state.record(info, response.attributes, response.conflicts)
     return response

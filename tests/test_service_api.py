@@ -249,6 +249,16 @@ async def test_metrics_count_requests_predictions_abstentions_and_conflicts(tmp_
     assert 'catalog_preprocess_duration_seconds_count{model="men_tshirts"} 1.0' in text
 
 
+async def test_open_inference_protocol_infer_counts_predictions_and_abstentions_too(tmp_path):
+    request = {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
+                           "data": [base64.b64encode(JPEG).decode()] * 2}]}
+    async with serve(tmp_path) as client:
+        assert (await client.post("/v2/models/men_tshirts/infer", json=request)).status_code == 200
+        text = (await client.get("/metrics")).text
+    assert 'catalog_predictions_total{attribute="sleeve_length",model="men_tshirts",value="short sleeves"} 2.0' in text
+    assert 'catalog_abstentions_total{attribute="color",model="men_tshirts"} 2.0' in text
+
+
 async def test_openapi_docs_are_served(tmp_path):
     async with serve(tmp_path) as client:
         docs = await client.get("/docs")

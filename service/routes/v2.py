@@ -122,6 +122,8 @@ async def infer(state: State, name: str, request: InferenceRequest) -> Inference
     # per-element errors) but never another request.
     done = await asyncio.gather(*(infer_image(state, info, blob, started) for blob in blobs))
     results = [attribute_results(inference.row, threshold) for inference, _ in done]
+    for result in results:
+        state.record(info, result)
     outputs = [
         ResponseOutput(name=attr, shape=[len(results)], datatype="BYTES",
                        data=[r[attr].value or "" for r in results],
