@@ -13,6 +13,9 @@ the event loop stays free). Semantics, after Ray Serve's batching:
 - every item has a deadline: if its batch has not *started* by then it fails with
   :class:`DeadlineExceededError` (it is never run late);
 - items whose caller was cancelled are dropped before a batch runs;
+- with ``max_delay_s == 0`` a lone item may skip the queue: :meth:`run_alone_if_idle` prepares and runs
+  it in one worker-thread call when nothing is queued or running (one thread hop instead of two, which is most of what a
+  request at low load pays on a VM whose idle cores wake slowly);
 - the handler must return one result per input (checked); a result that is an exception fails only
   that item, and a handler that raises fails only its own batch.
 
@@ -29,7 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -130,7 +133,7 @@ class Batcher(Generic[T, R]):
         self._queue: deque[_Item[T, R]] = deque()
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._accepting = False
@@ -224,6 +227,46 @@ class Batcher(Generic[T, R]):
             if not item.future.done():
                 item.future.cancel()
 
+    async def run_alone_if_idle(self, prepare: Callable[[], T]) -> Completed[R] | None:
+        """When nothing is queued or running, take a slot and run ``prepare()`` then the handler on its
+        result as a batch of one, in one call on the worker thread; else return None at once (the caller
+        prepares and submits as usual). Only for a plain-function handler, and only with
+        ``max_delay_s == 0``: a configured delay means a lone item should wait for company. Errors from
+        ``prepare`` or the handler go to this caller alone, and the slot is held until the thread is done
+        even if the caller is cancelled, so ``max_in_flight`` holds."""
+        if (not self._accepting or self._is_async or self._executor is None or self.config.max_delay_s > 0
+                or self._live_queue() or self._running or self._slots.locked()):
+            return None
+        await self._slots.acquire()  # free (checked above), so this does not suspend
+        self._running_items += 1
+        task = asyncio.get_running_loop().create_task(self._run_alone(prepare), name=f"{self.name}-alone")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return await asyncio.shield(task)
+
+    async def _run_alone(self, prepare: Callable[[], T]) -> Completed[R]:
+        handler = cast(Callable[[list[T]], Sequence[R | BaseException]], self._handler)  # not async: checked
+
+        def work() -> tuple[R | BaseException, float]:
+            value = prepare()
+            started = time.perf_counter()
+            results = handler([value])
+            if len(results) != 1:
+                raise BatcherError(f"{self.name}: handler returned {len(results)} results for 1 input")
+            return results[0], time.perf_counter() - started
+
+        try:
+            assert self._executor is not None
+            result, run_s = await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        finally:
+            self._slots.release()
+            self._running_items -= 1
+            self._arrived.set()  # items that queued meanwhile go out now
+        self._after_batch(1, run_s)
+        if isinstance(result, BaseException):
+            raise result
+        return Completed(result, 0.0, run_s, 1)
+
     # -- the loop --------------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
@@ -292,11 +335,7 @@ class Batcher(Generic[T, R]):
             self._slots.release()
             self._running_items -= len(batch)
         run_s = time.perf_counter() - started
-        self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * run_s
-        item_s = run_s / len(batch)
-        self._recent_item_s = item_s if not self._recent_item_s else 0.7 * self._recent_item_s + 0.3 * item_s
-        if self._hooks.on_batch is not None:
-            self._hooks.on_batch(len(batch), run_s)
+        self._after_batch(len(batch), run_s)
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
@@ -304,6 +343,13 @@ class Batcher(Generic[T, R]):
                 item.future.set_exception(result)
             else:
                 item.future.set_result(Completed(result, started - item.enqueued_at, run_s, len(batch)))
+
+    def _after_batch(self, size: int, run_s: float) -> None:
+        self._recent_run_s = 0.8 * self._recent_run_s + 0.2 * run_s
+        item_s = run_s / size
+        self._recent_item_s = item_s if not self._recent_item_s else 0.7 * self._recent_item_s + 0.3 * item_s
+        if self._hooks.on_batch is not None:
+            self._hooks.on_batch(size, run_s)
 
     # -- helpers ---------------------------------------------------------------------------------
 

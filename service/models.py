@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -65,6 +65,11 @@ class Predictor(Protocol):
     async def start(self) -> None: ...
 
     async def infer(self, name: str, pixels: np.ndarray, timeout_s: float | None = None) -> Inference: ...
+
+    async def infer_alone_if_idle(self, name: str, prepare: Callable[[], np.ndarray]) -> Inference | None:
+        """When the model is idle, run ``prepare()`` (the decoding) and the model in one worker call;
+        else None, and the caller decodes and calls :meth:`infer`."""
+        ...
 
     def begin_drain(self) -> None:
         """Refuse new work from now on; what is queued still runs."""
@@ -257,6 +262,16 @@ class OnnxPredictor:
         if not model.info.ready or model.batcher is None:
             raise ModelNotReadyError(f"model {model.info.name!r} is not ready: {model.info.error}")
         done = await model.batcher.submit(pixels, timeout_s=timeout_s)
+        self._metrics.queue_wait_seconds.labels(model.info.name).observe(done.queue_wait_s)
+        return Inference(done.value, done.queue_wait_s, done.run_s, done.batch_size)
+
+    async def infer_alone_if_idle(self, name: str, prepare: Callable[[], np.ndarray]) -> Inference | None:
+        model = self._models[self.info(name).name]
+        if not model.info.ready or model.batcher is None:
+            raise ModelNotReadyError(f"model {model.info.name!r} is not ready: {model.info.error}")
+        done = await model.batcher.run_alone_if_idle(prepare)
+        if done is None:
+            return None
         self._metrics.queue_wait_seconds.labels(model.info.name).observe(done.queue_wait_s)
         return Inference(done.value, done.queue_wait_s, done.run_s, done.batch_size)
 

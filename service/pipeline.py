@@ -114,12 +114,33 @@ async def infer_image(state: ServiceState, info: ModelInfo, data: bytes, started
     state.admitted[info.name] = admitted + 1
     state.metrics.admitted.labels(info.name).set(admitted + 1)
     try:
-        pixels, preprocess_s = await state.decode(info, data)
-        inference = await state.predictor.infer(info.name, pixels, state.remaining_s(started))
+        inference, preprocess_s = await _alone_if_idle(state, info, data)
+        if inference is None:
+            pixels, preprocess_s = await state.decode(info, data)
+            inference = await state.predictor.infer(info.name, pixels, state.remaining_s(started))
     finally:
         state.admitted[info.name] -= 1
         state.metrics.admitted.labels(info.name).set(state.admitted[info.name])
     return inference, preprocess_s
+
+
+async def _alone_if_idle(state: ServiceState, info: ModelInfo, data: bytes) -> tuple[Inference | None, float]:
+    """Decode and infer in one worker call when the model is idle (``decode_alone_when_idle``)."""
+    if not state.settings.decode_alone_when_idle:
+        return None, 0.0
+    seconds: list[float] = []
+
+    def prepare() -> np.ndarray:
+        started = time.perf_counter()
+        pixels = images.decode(data, info.spec, state.limits)
+        seconds.append(time.perf_counter() - started)
+        return pixels
+
+    inference = await state.predictor.infer_alone_if_idle(info.name, prepare)
+    if inference is None:
+        return None, 0.0
+    state.metrics.preprocess_seconds.labels(info.name).observe(seconds[0])
+    return inference, seconds[0]
 
 
 async def predict_image(state: ServiceState, category: str, data: bytes, *, threshold: float | None = None,

@@ -222,6 +222,127 @@ async def test_sync_handler_runs_in_a_worker_thread():
     await batcher.stop()
 
 
+class Gate:
+    """A sync handler for the worker thread that records its batches and threads and can be held on a
+    threading.Event; the test side waits on events in a helper thread, never on sleeps."""
+
+    def __init__(self, hold: bool = False) -> None:
+        import threading
+
+        self.batches: list[list[int]] = []
+        self.threads: list[str] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.active = 0
+        self.most_active = 0
+        if not hold:
+            self.release.set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        import threading
+
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        self.batches.append(list(items))
+        self.threads.append(threading.current_thread().name)
+        self.entered.set()
+        assert self.release.wait(10)
+        self.active -= 1
+        return [x * 10 for x in items]
+
+
+def preparing(value: int, threads: list[str]):
+    def prepare() -> int:
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return value
+
+    return prepare
+
+
+async def test_a_lone_item_is_prepared_and_run_in_one_worker_call():
+    import threading
+
+    gate, prepared, sizes = Gate(), [], []
+    batcher = Batcher(gate, BatcherConfig(max_batch_size=8), name="test",
+                      hooks=BatcherHooks(on_batch=lambda n, s: sizes.append(n)))
+    batcher.start()
+    done = await batcher.run_alone_if_idle(preparing(3, prepared))
+    assert done is not None and done.value == 30 and done.batch_size == 1 and done.queue_wait_s == 0.0
+    assert prepared == gate.threads and prepared[0] != threading.current_thread().name
+    assert sizes == [1] and batcher.in_flight == 0
+    await batcher.stop()
+
+
+async def test_a_busy_batcher_declines_and_does_not_prepare():
+    gate, prepared = Gate(hold=True), []
+    batcher = make(gate, max_batch_size=8)
+    running = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    assert await batcher.run_alone_if_idle(preparing(2, prepared)) is None
+    queued = asyncio.ensure_future(batcher.submit(3))
+    await until(lambda: batcher.queue_depth == 1)
+    assert await batcher.run_alone_if_idle(preparing(4, prepared)) is None
+    assert prepared == []
+    gate.release.set()
+    assert [(await running).value, (await queued).value] == [10, 30]
+    await batcher.stop()
+    assert await batcher.run_alone_if_idle(preparing(5, prepared)) is None  # stopped
+
+
+async def test_items_arriving_during_a_lone_run_wait_for_it_then_go_out_together():
+    gate, prepared = Gate(hold=True), []
+    batcher = make(gate, max_batch_size=8)
+    alone = asyncio.ensure_future(batcher.run_alone_if_idle(preparing(1, prepared)))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    others = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+    await until(lambda: batcher.queue_depth == 2)
+    assert gate.batches == [[1]]  # the slot is taken: nothing else started
+    gate.release.set()
+    assert (await alone).value == 10 and [(await t).value for t in others] == [20, 30]
+    assert gate.batches == [[1], [2, 3]] and gate.most_active == 1
+    await batcher.stop()
+
+
+async def test_a_failing_prepare_fails_only_its_caller_and_frees_the_slot():
+    gate = Gate()
+    batcher = make(gate)
+
+    def broken() -> int:
+        raise ValueError("not an image")
+
+    with pytest.raises(ValueError, match="not an image"):
+        await batcher.run_alone_if_idle(broken)
+    assert (await batcher.submit(4)).value == 40 and gate.batches == [[4]]
+    await batcher.stop()
+
+
+async def test_a_cancelled_lone_caller_keeps_the_slot_until_its_thread_is_done():
+    gate, prepared = Gate(hold=True), []
+    batcher = make(gate, max_batch_size=8)
+    alone = asyncio.ensure_future(batcher.run_alone_if_idle(preparing(1, prepared)))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    alone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await alone
+    later = asyncio.ensure_future(batcher.submit(2))
+    await until(lambda: batcher.queue_depth == 1)
+    assert gate.batches == [[1]]  # still running in its thread: the next batch waits
+    gate.release.set()
+    assert (await later).value == 20 and gate.most_active == 1
+    await batcher.stop()
+
+
+async def test_an_async_handler_or_a_batching_delay_never_takes_the_lone_path():
+    batcher = make(Recorder())
+    assert await batcher.run_alone_if_idle(lambda: 1) is None
+    await batcher.stop()
+    waiting = make(Gate(), max_delay_s=3600)
+    assert await waiting.run_alone_if_idle(lambda: 1) is None  # a lone item waits for company
+    await waiting.stop()
+
+
 async def test_stop_drains_queued_work_then_refuses_new_items():
     recorder = Recorder(hold=True)
     sizes: list[int] = []

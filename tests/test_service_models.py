@@ -83,3 +83,31 @@ def test_concurrent_images_share_batches_and_match_single_image_results(tmp_path
     for b, a in zip(batched, alone, strict=False):
         assert {k: v.decoded_value for k, v in b.row.items()} == {k: v.decoded_value for k, v in a.row.items()}
         assert b.row["color"].confidence == pytest.approx(a.row["color"].confidence, abs=1e-5)
+
+
+def test_an_idle_model_decodes_and_runs_a_lone_image_in_one_worker_call(tmp_path):
+    import threading
+
+    build_repository(tmp_path, slugs=("men_tshirts",))
+    loader = predictor(tmp_path)
+    pixels = np.random.default_rng(0).standard_normal((3, 32, 32)).astype(np.float32)
+    threads: list[str] = []
+
+    def prepare() -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return pixels
+
+    async def run() -> tuple:
+        await loader.start()
+        try:
+            alone = await loader.infer_alone_if_idle("men_tshirts", prepare)
+            queued = await loader.infer("men_tshirts", pixels)
+        finally:
+            await loader.stop(1.0)
+        return alone, queued
+
+    alone, queued = asyncio.run(run())
+    assert alone is not None and alone.batch_size == 1 and alone.queue_wait_s == 0.0
+    assert threads and threads[0].startswith("men_tshirts") and threads[0] != threading.current_thread().name
+    assert {k: (p.decoded_value, round(p.confidence, 6)) for k, p in alone.row.items()} == {
+        k: (p.decoded_value, round(p.confidence, 6)) for k, p in queued.row.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -65,6 +65,9 @@ class FakePredictor:
                   for a in category.attributes}
         row = predict_rows(Decoder(category), logits, threshold=0.0, top_k=3)[0]
         return Inference(row=row, queue_wait_s=0.001, compute_s=0.002, batch_size=1)
+
+    async def infer_alone_if_idle(self, name: str, prepare: Callable[[], np.ndarray]) -> Inference | None:
+        return None  # the fake always takes the queued path, whose calls it records
 
     def begin_drain(self) -> None:
         self.draining = True
