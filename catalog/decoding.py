@@ -114,19 +114,34 @@ class Decoder:
 
         Rules only tie a few attributes together, so each connected group of ruled attributes is
         searched over its top candidates; free attributes take their argmax. When no candidate
-        combination satisfies the rules (a rare, contradictory image) the plain argmax stands.
+        combination satisfies the rules (a rare, contradictory image) the plain argmax stands. The
+        rules are checked on the whole batch at once, so only the rows whose argmax breaks one pay for
+        the search (this runs once per served batch).
         """
         names = [a.name for a in self.category.attributes]
-        n = len(next(iter(probabilities.values()))) if probabilities else 0
         argmax = {name: np.asarray(probabilities[name]).argmax(axis=-1) for name in names}
-        rows = [{name: int(argmax[name][i]) for name in names} for i in range(n)]
-        if not self.rules:
-            return rows
-        for group in self._groups():
-            group_rules = [r for r in self.rules if r.if_attribute in group]
-            for i, row in enumerate(rows):
-                self._decode_group(i, row, group, group_rules, probabilities)
+        columns = [argmax[name].tolist() for name in names]
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        for group, indexed in self._rule_groups():
+            broken = np.zeros(len(rows), dtype=bool)
+            for if_name, if_index, then_name, then_index in indexed:
+                broken |= (argmax[if_name] == if_index) & (argmax[then_name] != then_index)
+            for i in np.flatnonzero(broken).tolist():
+                self._decode_group(i, rows[i], group, indexed, probabilities)
         return rows
+
+    def _rule_groups(self) -> list[tuple[list[str], list[tuple[str, int, str, int]]]]:
+        """Each group of attributes tied by rules, with its rules as value indices."""
+        cached: list[tuple[list[str], list[tuple[str, int, str, int]]]] | None = self.__dict__.get("_rule_groups_")
+        if cached is None:
+            cached = []
+            for group in self._groups():
+                indexed = [(r.if_attribute, self.category.attribute(r.if_attribute).values.index(r.if_value),
+                            r.then_attribute, self.category.attribute(r.then_attribute).values.index(r.then_value))
+                           for r in self.rules if r.if_attribute in group]
+                cached.append((group, indexed))
+            self.__dict__["_rule_groups_"] = cached  # frozen dataclass: the cache sits beside the fields
+        return cached
 
     def _groups(self) -> list[list[str]]:
         parent: dict[str, str] = {}
@@ -144,24 +159,24 @@ class Decoder:
                 groups.setdefault(find(name), []).append(name)
         return list(groups.values())
 
-    def _decode_group(self, i: int, row: dict[str, int], group: list[str], rules: list[ConsistencyRule],
-                      probabilities: Mapping[str, np.ndarray]) -> None:
-        values = {name: self.category.attribute(name).values for name in group}
-        current = {name: values[name][row[name]] for name in group}
-        if not any(rule.violated_by(current) for rule in rules):
+    def _decode_group(self, i: int, row: dict[str, int], group: list[str],
+                      indexed: list[tuple[str, int, str, int]], probabilities: Mapping[str, np.ndarray]) -> None:
+        """Row ``i``'s best combination of the group's top candidates that breaks none of its rules
+        (given as value indices); the first of equals in candidate order wins."""
+        position = {name: j for j, name in enumerate(group)}
+        log_p = [np.log(np.asarray(probabilities[name][i]) + 1e-12) for name in group]
+        top = [np.argsort(-values)[: self.candidates_per_attribute] for values in log_p]
+        combos = np.array(list(itertools.product(*top)))  # (candidates, len(group)), in product order
+        allowed = np.ones(len(combos), dtype=bool)
+        for if_name, if_index, then_name, then_index in indexed:
+            allowed &= ~((combos[:, position[if_name]] == if_index) & (combos[:, position[then_name]] != then_index))
+        if not allowed.any():
             return
-        log_p = {name: np.log(np.asarray(probabilities[name][i]) + 1e-12) for name in group}
-        top = {name: np.argsort(-log_p[name])[: self.candidates_per_attribute] for name in group}
-        best: tuple[float, tuple[int, ...]] | None = None
-        for combo in itertools.product(*(top[name] for name in group)):
-            chosen = {name: values[name][k] for name, k in zip(group, combo, strict=True)}
-            if any(rule.violated_by(chosen) for rule in rules):
-                continue
-            total = float(sum(log_p[name][k] for name, k in zip(group, combo, strict=True)))
-            if best is None or total > best[0]:
-                best = (total, tuple(int(k) for k in combo))
-        if best is not None:
-            row.update(zip(group, best[1], strict=True))
+        totals = log_p[0][combos[:, 0]]
+        for j in range(1, len(group)):
+            totals = totals + log_p[j][combos[:, j]]
+        best = combos[int(np.argmax(np.where(allowed, totals, -np.inf)))]
+        row.update(zip(group, best.tolist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -181,19 +196,23 @@ def predict_rows(decoder: Decoder, logits: Mapping[str, np.ndarray], threshold: 
     (``value`` None), keeping the decoded value for reference."""
     probabilities = decoder.probabilities(logits)
     decoded = decoder.decode(probabilities)
+    # Whole-batch numpy, then plain lists: per-element numpy calls would cost more than the model here.
+    columns = []
+    for attribute in decoder.category.attributes:
+        p = probabilities[attribute.name]
+        columns.append((attribute, p.tolist(), np.argsort(-p, axis=-1)[:, :top_k].tolist()))
     rows: list[dict[str, AttributePrediction]] = []
     for i, chosen in enumerate(decoded):
         row: dict[str, AttributePrediction] = {}
-        for attribute in decoder.category.attributes:
-            p = probabilities[attribute.name][i]
+        for attribute, confidences, orders in columns:
+            p_row = confidences[i]
             index = chosen[attribute.name]
-            confidence = float(p[index])
-            order = np.argsort(-p)[:top_k]
+            confidence = p_row[index]
             abstained = confidence < threshold
             row[attribute.name] = AttributePrediction(
                 value=None if abstained else attribute.values[index],
                 confidence=confidence,
-                top_k=tuple((attribute.values[k], float(p[k])) for k in order),
+                top_k=tuple((attribute.values[k], p_row[k]) for k in orders[i]),
                 abstained=abstained,
                 decoded_value=attribute.values[index],
             )

@@ -53,6 +53,46 @@ def test_consistent_argmax_is_left_alone():
     assert row["pattern"] == MEN.attribute("pattern").index("solid")
 
 
+def brute_force(decoder, probabilities, i):
+    """The definition, row by row: over the top candidates of every ruled attribute, the most probable
+    combination breaking no rule (first of equals in candidate order); argmax if none is allowed."""
+    import itertools
+
+    names = [a.name for a in MEN.attributes]
+    row = {name: int(np.argmax(probabilities[name][i])) for name in names}
+    ruled = sorted({r.if_attribute for r in decoder.rules} | {r.then_attribute for r in decoder.rules},
+                   key=names.index)
+    log_p = {name: np.log(probabilities[name][i] + 1e-12) for name in ruled}
+    top = [np.argsort(-log_p[name])[: decoder.candidates_per_attribute] for name in ruled]
+    best = None
+    for combo in itertools.product(*top):
+        values = {name: MEN.attribute(name).values[k] for name, k in zip(ruled, combo)}
+        if any(rule.violated_by(values) for rule in decoder.rules):
+            continue
+        total = sum(log_p[name][k] for name, k in zip(ruled, combo))
+        if best is None or total > best[0]:
+            best = (total, combo)
+    current = {name: MEN.attribute(name).values[row[name]] for name in ruled}
+    if best is not None and any(rule.violated_by(current) for rule in decoder.rules):
+        row.update({name: int(k) for name, k in zip(ruled, best[1])})
+    return row
+
+
+def test_batch_decoding_matches_the_row_by_row_definition():
+    # Two rules sharing an attribute form one group; random logits break them often.
+    rules = (ConsistencyRule("pattern", "solid", "print_or_pattern_type", "solid"),
+             ConsistencyRule("print_or_pattern_type", "solid", "neck", "round"))
+    decoder = Decoder(MEN, rules=rules)
+    rng = np.random.default_rng(7)
+    logits = {a.name: rng.standard_normal((300, len(a.values))) * 2 for a in MEN.attributes}
+    logits["pattern"][::3, MEN.attribute("pattern").index("solid")] += 4
+    probabilities = decoder.probabilities(logits)
+    rows = decoder.decode(probabilities)
+    changed = sum(row != {n: int(np.argmax(probabilities[n][i])) for n in row} for i, row in enumerate(rows))
+    assert changed > 20  # the search really ran
+    assert rows == [brute_force(decoder, probabilities, i) for i in range(300)]
+
+
 def test_rules_naming_values_outside_the_taxonomy_are_rejected():
     with pytest.raises(UnknownValueError, match="'checked'"):
         Decoder(MEN, rules=(ConsistencyRule("pattern", "checked", "neck", "polo"),))
