@@ -91,9 +91,12 @@ class Model:
         self.session.run(self.outputs, {self.input_name: np.stack(batch)})
 
 
-def in_process_throughput(model: Model, jpegs: list[bytes], batch_size: int, images: int, threads: int) -> float:
-    """Images/s with decoding in a thread pool feeding model calls of ``batch_size`` (pipelined)."""
+def in_process_throughput(model: Model, jpegs: list[bytes], batch_size: int, images: int,
+                          threads: int) -> tuple[float, float]:
+    """Images/s with decoding in a thread pool feeding model calls of ``batch_size`` (pipelined), and
+    this process's CPU milliseconds per image."""
     stream = [jpegs[i % len(jpegs)] for i in range(images)]
+    cpu_before = own_cpu_s()
     with ThreadPoolExecutor(threads) as pool:
         started = time.perf_counter()
         batch: list[np.ndarray] = []
@@ -104,7 +107,8 @@ def in_process_throughput(model: Model, jpegs: list[bytes], batch_size: int, ima
                 batch = []
         if batch:
             model.run(batch)
-        return images / (time.perf_counter() - started)
+        rate = images / (time.perf_counter() - started)
+    return rate, (own_cpu_s() - cpu_before) / images * 1e3
 
 
 def in_process_latency_ms(model: Model, jpegs: list[bytes], n: int) -> float:
@@ -189,19 +193,29 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def load(port: int, requests: list[bytes], concurrency: int, duration_s: float,
-               warmup_s: float = 1.0) -> tuple[float, list[float]]:
-    """Closed loop: ``concurrency`` keep-alive connections sending back to back. Returns images/s and
-    latencies (seconds) of requests completed after the warm-up."""
+@dataclass
+class LoadResult:
+    rate: float
+    """Images/s over the measured window."""
+    latencies: list[float]
+    """Seconds, of the requests sent in the measured window."""
+    cpu_ms_per_image: float
+    """The server's CPU (all its threads) per image over the whole run, warm-up included."""
+
+
+async def load(server: Server, requests: list[bytes], concurrency: int, duration_s: float,
+               warmup_s: float = 1.0) -> LoadResult:
+    """Closed loop: ``concurrency`` keep-alive connections sending back to back."""
     latencies: list[float] = []
-    completed = 0
+    completed = everything = 0
     start = time.perf_counter()
     measure_from = start + warmup_s
     stop_at = measure_from + duration_s
+    cpu_before = server.cpu_seconds()
 
     async def worker(offset: int) -> None:
-        nonlocal completed
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        nonlocal completed, everything
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         i = offset
         while True:
             sent = time.perf_counter()
@@ -212,6 +226,7 @@ async def load(port: int, requests: list[bytes], concurrency: int, duration_s: f
             done = time.perf_counter()
             if status != 200:
                 raise RuntimeError(f"status {status}: {body[:200]!r}")
+            everything += 1
             if sent >= measure_from:
                 latencies.append(done - sent)
                 completed += 1
@@ -219,7 +234,8 @@ async def load(port: int, requests: list[bytes], concurrency: int, duration_s: f
         writer.close()
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return completed / duration_s, latencies
+    cpu_ms = (server.cpu_seconds() - cpu_before) / max(everything, 1) * 1e3
+    return LoadResult(completed / duration_s, latencies, cpu_ms)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -282,6 +298,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4,
                         help="alternating rounds of (a), (b) and (c); medians and bests are reported")
     parser.add_argument("--pairs", type=int, default=60, help="alternated single requests for (d)")
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="how long (e) watches the idle service")
     parser.add_argument("--conv-channels", type=int, nargs="*", default=[32, 64, 128, 256],
                         help="widths of the synthetic model's convolutions (more = slower model)")
     parser.add_argument("--image-size", type=int, nargs=2, default=(800, 1000), metavar=("W", "H"))
@@ -308,7 +325,7 @@ def main() -> None:
     for batch_size in (1, 2, 4, 8, 16, 32):
         if batch_size > args.max_batch_size:
             break
-        per_batch[batch_size] = in_process_throughput(model, jpegs, batch_size, max(48, 4 * batch_size), threads)
+        per_batch[batch_size] = in_process_throughput(model, jpegs, batch_size, max(48, 4 * batch_size), threads)[0]
     best_batch = max(per_batch.items(), key=lambda kv: kv[1])[0]
     print("in-process images/s by batch size: " + ", ".join(f"{b}: {v:.1f}" for b, v in per_batch.items()))
     per_round = max(32, int(per_batch[best_batch] * args.duration))
@@ -321,23 +338,27 @@ def main() -> None:
     unbatched_server = Server(repository, slug, max_batch_size=1, **settings)
     saturation = 32
     runs: dict[str, list[float]] = {"a": [], "b": [], "b_multipart": [], "c": []}
+    cpu: dict[str, list[float]] = {"a": [], "b": []}
     client_share: list[float] = []
     try:
         before = server.cpu_seconds()
-        time.sleep(5)
-        idle_pct = (server.cpu_seconds() - before) / 5 * 100
+        time.sleep(args.idle_seconds)
+        idle_pct = (server.cpu_seconds() - before) / args.idle_seconds * 100
         # This VM's speed drifts between seconds, so the measures alternate in short rounds and the
         # ratios are taken of medians (and of bests) over the same rounds.
         for _ in tqdm(range(args.rounds), desc="rounds of (a), (b), (c)", unit="round"):
-            runs["a"].append(in_process_throughput(model, jpegs, best_batch, per_round, threads))
+            rate, cpu_ms = in_process_throughput(model, jpegs, best_batch, per_round, threads)
+            runs["a"].append(rate)
+            cpu["a"].append(cpu_ms)
             cpu_before = own_cpu_s()
-            rate = asyncio.run(load(server.port, raw, saturation, args.duration))[0]
+            result = asyncio.run(load(server, raw, saturation, args.duration))
             client_share.append((own_cpu_s() - cpu_before) / (args.duration + 1.0) / cores)
-            runs["b"].append(rate)
-            runs["b_multipart"].append(asyncio.run(load(server.port, multipart, saturation, args.duration))[0])
-            runs["c"].append(asyncio.run(load(unbatched_server.port, raw, saturation, args.duration))[0])
+            runs["b"].append(result.rate)
+            cpu["b"].append(result.cpu_ms_per_image)
+            runs["b_multipart"].append(asyncio.run(load(server, multipart, saturation, args.duration)).rate)
+            runs["c"].append(asyncio.run(load(unbatched_server, raw, saturation, args.duration)).rate)
         local, served = paired_latency_ms(model, server.port, jpegs, raw, args.pairs)
-        at = {c: asyncio.run(load(server.port, raw, c, args.duration)) for c in (1, 4, 16)}
+        at = {c: asyncio.run(load(server, raw, c, args.duration)) for c in (1, 4, 16)}
     finally:
         server.stop()
         unbatched_server.stop()
@@ -347,10 +368,10 @@ def main() -> None:
     best = {k: max(v) for k, v in runs.items()}
     local_ms, served_ms = statistics.median(local) * 1e3, statistics.median(served) * 1e3
     added_ms = statistics.median(s - x for s, x in zip(served, local, strict=True)) * 1e3
-    latency = {c: values for c, (_, values) in at.items()}
+    latency = {c: result.latencies for c, result in at.items()}
     # Little's law: a closed loop of 16 waits 16 / throughput on average; the goal bounds the tail
     # against the throughput of that same run (the machine's speed drifts between runs).
-    rate_16 = at[16][0]
+    rate_16 = at[16].rate
     bound_16 = 1.1 * 16 / rate_16 * 1e3
     rows = [
         ("(a) in-process decode + ORT, best batch size",
@@ -368,11 +389,15 @@ def main() -> None:
         ("(e) service CPU while idle", f"{idle_pct:.2f} % of a core", "goal < 1 %"),
         ("load generator's CPU during (b)", f"{statistics.median(client_share) * 100:.1f} % of the machine",
          "taken from the cores the service uses"),
+        ("CPU per image, (a) in-process vs (b) the service",
+         f"{statistics.median(cpu['a']):.1f} ms vs {statistics.median(cpu['b']):.1f} ms",
+         f"the service's own cost: {statistics.median(cpu['b']) - statistics.median(cpu['a']):+.1f} ms of CPU "
+         "per image (medians)"),
     ]
     for c in (1, 4, 16):
         values = latency[c]
-        note = (f"{at[c][0]:.1f} images/s; p99 goal <= 1.1 x 16 / {rate_16:.1f} = {bound_16:.0f} ms" if c == 16
-                else f"{at[c][0]:.1f} images/s")
+        note = (f"{at[c].rate:.1f} images/s; p99 goal <= 1.1 x 16 / {rate_16:.1f} = {bound_16:.0f} ms" if c == 16
+                else f"{at[c].rate:.1f} images/s")
         rows.append((f"latency at concurrency {c}",
                      f"p50 {pct(values, 50):.1f} / p95 {pct(values, 95):.1f} / p99 {pct(values, 99):.1f} ms",
                      note))

@@ -66,15 +66,15 @@ def brute_force(decoder, probabilities, i):
     top = [np.argsort(-log_p[name])[: decoder.candidates_per_attribute] for name in ruled]
     best = None
     for combo in itertools.product(*top):
-        values = {name: MEN.attribute(name).values[k] for name, k in zip(ruled, combo)}
+        values = {name: MEN.attribute(name).values[k] for name, k in zip(ruled, combo, strict=True)}
         if any(rule.violated_by(values) for rule in decoder.rules):
             continue
-        total = sum(log_p[name][k] for name, k in zip(ruled, combo))
+        total = sum(log_p[name][k] for name, k in zip(ruled, combo, strict=True))
         if best is None or total > best[0]:
             best = (total, combo)
     current = {name: MEN.attribute(name).values[row[name]] for name in ruled}
     if best is not None and any(rule.violated_by(current) for rule in decoder.rules):
-        row.update({name: int(k) for name, k in zip(ruled, best[1])})
+        row.update({name: int(k) for name, k in zip(ruled, best[1], strict=True)})
     return row
 
 
