@@ -126,7 +126,8 @@ async def infer_image(state: ServiceState, info: ModelInfo, data: bytes, started
 
 async def _alone_if_idle(state: ServiceState, info: ModelInfo, data: bytes) -> tuple[Inference | None, float]:
     """Decode and infer in one worker call when the model is idle (``decode_alone_when_idle``)."""
-    if not state.settings.decode_alone_when_idle:
+    enabled = state.settings.decode_alone_when_idle
+    if not (info.provider == "CPUExecutionProvider" if enabled is None else enabled):
         return None, 0.0
     seconds: list[float] = []
 

@@ -65,11 +65,12 @@ class Settings(BaseSettings):
     """Intra-op threads per model session; 0 uses the number of CPU cores (at most 8)."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
     """Threads that decode and resize uploads; 0 uses the number of CPU cores."""
-    decode_alone_when_idle: bool = True
+    decode_alone_when_idle: bool | None = None
     """With ``max_queue_delay_s`` 0, a request that finds its model idle (nothing queued or running) is
     decoded and run in one call on the model's worker thread: one thread hop instead of two, which is
-    most of what a request pays at low load on a VM whose idle cores wake slowly. Turn it off where the
-    model is much faster than decoding (a GPU), since the model's slot is held while the image decodes."""
+    most of what a request pays at low load on a VM whose idle cores wake slowly. Unset, it is on for
+    models served by the CPU provider and off on a GPU, where the model is much faster than decoding
+    and should not be held while an image decodes."""
     warmup: bool = True
     """Run one dummy batch per model at start-up so the first request is not slow."""
 
