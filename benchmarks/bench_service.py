@@ -178,6 +178,19 @@ def multipart_request(data: bytes, category: str) -> bytes:
     return head + body
 
 
+def batch_request(images: list[bytes], category: str) -> bytes:
+    """One ``/batch`` upload of several images (a backfill client's request)."""
+    boundary = uuid.uuid4().hex
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"categories\"\r\n\r\n{category}\r\n".encode()]
+    for i, data in enumerate(images):
+        parts.append((f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; filename=\"{i}.jpg\"\r\n"
+                      f"Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    head = (f"POST /batch HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
 def raw_request(data: bytes, category: str) -> bytes:
     """The bare-body upload: the JPEG is the request body, the category a query parameter."""
     head = (f"POST /predict?category={category} HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\n"
@@ -204,7 +217,7 @@ class LoadResult:
 
 
 async def load(server: Server, requests: list[bytes], concurrency: int, duration_s: float,
-               warmup_s: float = 1.0) -> LoadResult:
+               warmup_s: float = 1.0, images_per_request: int = 1) -> LoadResult:
     """Closed loop: ``concurrency`` keep-alive connections sending back to back."""
     latencies: list[float] = []
     completed = everything = 0
@@ -234,8 +247,8 @@ async def load(server: Server, requests: list[bytes], concurrency: int, duration
         writer.close()
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    cpu_ms = (server.cpu_seconds() - cpu_before) / max(everything, 1) * 1e3
-    return LoadResult(completed / duration_s, latencies, cpu_ms)
+    cpu_ms = (server.cpu_seconds() - cpu_before) / max(everything * images_per_request, 1) * 1e3
+    return LoadResult(completed * images_per_request / duration_s, latencies, cpu_ms)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -332,12 +345,14 @@ def main() -> None:
 
     raw = [raw_request(data, slug) for data in jpegs]
     multipart = [multipart_request(data, slug) for data in jpegs]
+    batch_images = 16
+    batches = [batch_request([jpegs[(i + k) % len(jpegs)] for k in range(batch_images)], slug) for i in range(4)]
     settings = dict(kv.split("=", 1) for kv in args.set)
     # The service runs at the batch size (a) found best: what an operator would configure.
     server = Server(repository, slug, max_batch_size=best_batch, **settings)
     unbatched_server = Server(repository, slug, max_batch_size=1, **settings)
     saturation = 32
-    runs: dict[str, list[float]] = {"a": [], "b": [], "b_multipart": [], "c": []}
+    runs: dict[str, list[float]] = {"a": [], "b": [], "b_multipart": [], "b_batch": [], "c": []}
     cpu: dict[str, list[float]] = {"a": [], "b": []}
     client_share: list[float] = []
     try:
@@ -356,6 +371,8 @@ def main() -> None:
             runs["b"].append(result.rate)
             cpu["b"].append(result.cpu_ms_per_image)
             runs["b_multipart"].append(asyncio.run(load(server, multipart, saturation, args.duration)).rate)
+            runs["b_batch"].append(asyncio.run(load(server, batches, saturation // batch_images, args.duration,
+                                                    images_per_request=batch_images)).rate)
             runs["c"].append(asyncio.run(load(unbatched_server, raw, saturation, args.duration)).rate)
         local, served = paired_latency_ms(model, server.port, jpegs, raw, args.pairs)
         at = {c: asyncio.run(load(server, raw, c, args.duration)) for c in (1, 4, 16)}
@@ -382,6 +399,9 @@ def main() -> None:
         ("(b') the same as multipart form uploads",
          f"{med['b_multipart']:.1f} images/s (best {best['b_multipart']:.1f})",
          f"(b')/(a) = {med['b_multipart'] / med['a']:.2f} of medians"),
+        (f"(b'') the same as /batch uploads of {batch_images} images",
+         f"{med['b_batch']:.1f} images/s (best {best['b_batch']:.1f})",
+         f"(b'')/(a) = {med['b_batch'] / med['a']:.2f} of medians"),
         ("(c) service, batching off", f"{med['c']:.1f} images/s (best {best['c']:.1f})",
          f"(b)/(c) = {med['b'] / med['c']:.2f}"),
         ("(d) median latency, concurrency 1", f"{served_ms:.1f} ms vs {local_ms:.1f} ms in-process",

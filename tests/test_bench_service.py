@@ -21,7 +21,7 @@ def test_benchmark_prints_the_whole_table():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout[done.stdout.index("| measure |"):]
-    measures = ("(a) in-process", "(b) service, bare JPEG", "(b') the same as multipart",
+    measures = ("(a) in-process", "(b) service, bare JPEG", "(b') the same as multipart", "(b'') the same as /batch",
                 "(c) service, batching off", "(d) median latency", "(e) service CPU while idle",
                 "load generator's CPU", "CPU per image", "latency at concurrency 1", "latency at concurrency 4",
                 "latency at concurrency 16")
