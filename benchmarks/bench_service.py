@@ -334,11 +334,13 @@ def main() -> None:
 
     model = Model.load(repository, slug, threads)
     in_process_throughput(model, jpegs, 4, 16, threads)  # warm-up
-    per_batch = {}
-    for batch_size in (1, 2, 4, 8, 16, 32):
-        if batch_size > args.max_batch_size:
-            break
-        per_batch[batch_size] = in_process_throughput(model, jpegs, batch_size, max(48, 4 * batch_size), threads)[0]
+    # Two interleaved sweeps, best of each: one sweep on this VM can crown a batch size by a drift.
+    per_batch: dict[int, float] = {}
+    sizes = [b for b in (1, 2, 4, 8, 16, 32) if b <= args.max_batch_size]
+    for _ in range(2):
+        for batch_size in sizes:
+            rate = in_process_throughput(model, jpegs, batch_size, max(48, 4 * batch_size), threads)[0]
+            per_batch[batch_size] = max(rate, per_batch.get(batch_size, 0.0))
     best_batch = max(per_batch.items(), key=lambda kv: kv[1])[0]
     print("in-process images/s by batch size: " + ", ".join(f"{b}: {v:.1f}" for b, v in per_batch.items()))
     per_round = max(32, int(per_batch[best_batch] * args.duration))
