@@ -258,6 +258,9 @@ class Batcher(Generic[T, R]):
         try:
             assert self._executor is not None
             result, run_s = await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except asyncio.CancelledError:
+            # Only stop() cancels this task (its caller is shielded from it): answer like a queued item.
+            raise BatcherStoppedError(f"{self.name}: stopped while this request ran") from None
         finally:
             self._slots.release()
             self._running_items -= 1

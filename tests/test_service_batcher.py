@@ -334,6 +334,17 @@ async def test_a_cancelled_lone_caller_keeps_the_slot_until_its_thread_is_done()
     await batcher.stop()
 
 
+async def test_a_lone_run_outlasting_the_drain_fails_like_a_queued_item():
+    gate = Gate(hold=True)
+    batcher = make(gate)
+    alone = asyncio.ensure_future(batcher.run_alone_if_idle(lambda: 1))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    await batcher.stop(drain_timeout_s=0)
+    with pytest.raises(BatcherStoppedError, match="stopped while this request ran"):
+        await alone
+    gate.release.set()
+
+
 async def test_an_async_handler_or_a_batching_delay_never_takes_the_lone_path():
     batcher = make(Recorder())
     assert await batcher.run_alone_if_idle(lambda: 1) is None
