@@ -111,16 +111,6 @@ def in_process_throughput(model: Model, jpegs: list[bytes], batch_size: int, ima
     return rate, (own_cpu_s() - cpu_before) / images * 1e3
 
 
-def in_process_latency_ms(model: Model, jpegs: list[bytes], n: int) -> float:
-    """Median decode + inference of one image, sequentially."""
-    times = []
-    for i in range(n):
-        started = time.perf_counter()
-        model.run([decode(jpegs[i % len(jpegs)], model.spec, LIMITS)])  # type: ignore[arg-type]
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
-
-
 # -- the service ---------------------------------------------------------------------------------
 
 

@@ -13,9 +13,9 @@ the event loop stays free). Semantics, after Ray Serve's batching:
 - every item has a deadline: if its batch has not *started* by then it fails with
   :class:`DeadlineExceededError` (it is never run late);
 - items whose caller was cancelled are dropped before a batch runs;
-- with ``max_delay_s == 0`` a lone item may skip the queue: :meth:`run_alone_if_idle` prepares and runs
-  it in one worker-thread call when nothing is queued or running (one thread hop instead of two, which is most of what a
-  request at low load pays on a VM whose idle cores wake slowly);
+- with ``max_delay_s == 0`` a lone item may skip the queue: :meth:`run_alone_if_idle` prepares and
+  runs it in one worker-thread call when nothing is queued or running (one thread hop instead of two,
+  which is most of what a request at low load pays on a VM whose idle cores wake slowly);
 - the handler must return one result per input (checked); a result that is an exception fails only
   that item, and a handler that raises fails only its own batch.
 

@@ -18,7 +18,7 @@ from catalog.decoding import AttributePrediction, Decoder, predict_rows
 from catalog.manifest import Manifest, ManifestError, list_versions, load_manifest, resolve_version
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
-from service.batcher import Batcher, BatcherConfig, BatcherHooks
+from service.batcher import Batcher, BatcherConfig, BatcherHooks, Completed
 from service.errors import InferenceError, ModelLoadError, ModelNotReadyError, UnknownModelError
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -255,25 +255,26 @@ class OnnxPredictor:
             if model.batcher is not None:
                 model.batcher.start()
 
-    async def infer(self, name: str, pixels: np.ndarray, timeout_s: float | None = None) -> Inference:
+    def _batcher(self, name: str) -> tuple[str, Batcher[np.ndarray, Row]]:
         # No drain check here: the routes refuse new requests once a drain starts, and an admitted
         # request still runs (the batchers accept work until the lifespan stops them).
         model = self._models[self.info(name).name]
         if not model.info.ready or model.batcher is None:
             raise ModelNotReadyError(f"model {model.info.name!r} is not ready: {model.info.error}")
-        done = await model.batcher.submit(pixels, timeout_s=timeout_s)
-        self._metrics.queue_wait_seconds.labels(model.info.name).observe(done.queue_wait_s)
+        return model.info.name, model.batcher
+
+    def _inference(self, slug: str, done: Completed[Row]) -> Inference:
+        self._metrics.queue_wait_seconds.labels(slug).observe(done.queue_wait_s)
         return Inference(done.value, done.queue_wait_s, done.run_s, done.batch_size)
 
+    async def infer(self, name: str, pixels: np.ndarray, timeout_s: float | None = None) -> Inference:
+        slug, batcher = self._batcher(name)
+        return self._inference(slug, await batcher.submit(pixels, timeout_s=timeout_s))
+
     async def infer_alone_if_idle(self, name: str, prepare: Callable[[], np.ndarray]) -> Inference | None:
-        model = self._models[self.info(name).name]
-        if not model.info.ready or model.batcher is None:
-            raise ModelNotReadyError(f"model {model.info.name!r} is not ready: {model.info.error}")
-        done = await model.batcher.run_alone_if_idle(prepare)
-        if done is None:
-            return None
-        self._metrics.queue_wait_seconds.labels(model.info.name).observe(done.queue_wait_s)
-        return Inference(done.value, done.queue_wait_s, done.run_s, done.batch_size)
+        slug, batcher = self._batcher(name)
+        done = await batcher.run_alone_if_idle(prepare)
+        return None if done is None else self._inference(slug, done)
 
     def begin_drain(self) -> None:
         self._draining = True

@@ -86,31 +86,27 @@ async def read_predict_request(request: Request) -> PredictRequest:
 
 
 _TEXT = {"type": "string"}
-_FIELD_DOCS = {
-    "category": "category slug or display name, e.g. men_tshirts",
-    "declared": 'what the supplier typed, JSON: {"sleeve_length": "long sleeves"}',
-    "threshold": "abstain below this confidence, 0 to 1 (default: the server's)",
+_BINARY = {"type": "string", "format": "binary"}
+_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "category": {**_TEXT, "description": "category slug or display name, e.g. men_tshirts"},
+    "declared": {**_TEXT, "description": 'what the supplier typed, JSON: {"sleeve_length": "long sleeves"}'},
+    "threshold": {"type": "number", "minimum": 0, "maximum": 1,
+                  "description": "abstain below this confidence, 0 to 1 (default: the server's)"},
 }
 OPENAPI: dict[str, Any] = {
     "parameters": [
-        *({"name": name, "in": "query", "required": False, "description": f"{doc} (with a bare image body)",
-           "schema": {"type": "number", "minimum": 0, "maximum": 1} if name == "threshold" else _TEXT}
-          for name, doc in _FIELD_DOCS.items()),
+        *({"name": name, "in": "query", "required": False, "schema": schema,
+           "description": f"{schema['description']} (with a bare image body)"}
+          for name, schema in _FIELD_SCHEMAS.items()),
         {"name": "X-API-Key", "in": "header", "required": False, "schema": _TEXT,
          "description": "the API key, when the service has one (or Authorization: Bearer)"},
     ],
     "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["image", "category"],
-            "properties": {
-                "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, GIF, BMP or TIFF"},
-                "category": {**_TEXT, "description": _FIELD_DOCS["category"]},
-                "declared": {**_TEXT, "description": _FIELD_DOCS["declared"]},
-                "threshold": {"type": "number", "minimum": 0, "maximum": 1, "description": _FIELD_DOCS["threshold"]},
-            },
+            "properties": {"image": {**_BINARY, "description": "JPEG, PNG, WebP, GIF, BMP or TIFF"}, **_FIELD_SCHEMAS},
         }},
-        **{kind: {"schema": {"type": "string", "format": "binary"}}
-           for kind in ("image/jpeg", "image/png", "image/webp", "application/octet-stream")},
+        **{kind: {"schema": _BINARY} for kind in ("image/jpeg", "image/png", "image/webp", "application/octet-stream")},
     }},
 }
 """The request ``/predict`` accepts, for the OpenAPI document."""
