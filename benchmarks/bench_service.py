@@ -8,11 +8,11 @@ the same machine and model.
 change the cost); ``--repository`` measures a repository as it is; with neither, a synthetic
 four-convolution model from ``tests/onnx_factory.py``. Measures:
 
-(a) in-process decode + ONNX Runtime at the best batch size (decoding pipelined in a thread pool, no HTTP);
+(a) in-process preprocessing + ONNX Runtime at the best batch size (decoding pipelined in a thread pool, no HTTP);
 (b) the service's throughput from JPEG uploads at saturation (``python -m service`` in a subprocess), as
     bare-body uploads and (b') as multipart forms;
 (c) the same with batching off (max_batch_size 1);
-(d) median latency at concurrency 1 against in-process decode + inference of one image, alternated;
+(d) median latency at concurrency 1 against in-process preprocessing + inference of one image, alternated;
 (e) the service's CPU use while idle;
 plus p50/p95/p99 latency at concurrency 1, 4 and 16.
 
@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from catalog.manifest import load_manifest, resolve_version  # noqa: E402
-from service.images import ImageLimits, decode  # noqa: E402
-from service.models import discover, session_options  # noqa: E402
+from service.images import ImageLimits, preprocess_upload  # noqa: E402
+from service.onnx_predictor import discover, session_options  # noqa: E402
 
 LIMITS = ImageLimits(max_bytes=50_000_000, max_pixels=100_000_000)
 
@@ -100,7 +100,7 @@ def in_process_throughput(model: Model, jpegs: list[bytes], batch_size: int, ima
     with ThreadPoolExecutor(threads) as pool:
         started = time.perf_counter()
         batch: list[np.ndarray] = []
-        for pixels in pool.map(lambda data: decode(data, model.spec, LIMITS), stream):  # type: ignore[arg-type]
+        for pixels in pool.map(lambda data: preprocess_upload(data, model.spec, LIMITS), stream):  # type: ignore[arg-type]
             batch.append(pixels)
             if len(batch) == batch_size:
                 model.run(batch)
@@ -247,7 +247,7 @@ def pct(values: list[float], q: float) -> float:
 
 def paired_latency_ms(model: Model, port: int, jpegs: list[bytes], requests: list[bytes],
                       pairs: int) -> tuple[list[float], list[float]]:
-    """(d): one in-process decode + inference, then one service request of the same image, alternated
+    """(d): one in-process preprocessing + inference, then one service request of the same image, alternated
     ``pairs`` times, so both see the same machine from moment to moment (this VM's speed drifts by
     +-15 % between seconds, more than the difference measured)."""
 
@@ -256,7 +256,7 @@ def paired_latency_ms(model: Model, port: int, jpegs: list[bytes], requests: lis
         local, served = [], []
         for i in range(pairs):
             started = time.perf_counter()
-            model.run([decode(jpegs[i % len(jpegs)], model.spec, LIMITS)])  # type: ignore[arg-type]
+            model.run([preprocess_upload(jpegs[i % len(jpegs)], model.spec, LIMITS)])  # type: ignore[arg-type]
             local.append(time.perf_counter() - started)
             started = time.perf_counter()
             writer.write(requests[i % len(requests)])
@@ -383,7 +383,7 @@ def main() -> None:
     rate_16 = at[16].rate
     bound_16 = 1.1 * 16 / rate_16 * 1e3
     rows = [
-        ("(a) in-process decode + ORT, best batch size",
+        ("(a) in-process preprocessing + ORT, best batch size",
          f"{med['a']:.1f} images/s (batch {best_batch}; best {best['a']:.1f})", ""),
         ("(b) service, bare JPEG uploads at saturation",
          f"{med['b']:.1f} images/s (concurrency {saturation}; best {best['b']:.1f})",

@@ -181,19 +181,20 @@ class Decoder:
 
 @dataclass(frozen=True)
 class AttributePrediction:
-    """One attribute's decoded value, its calibrated confidence and the top-k alternatives."""
+    """One attribute's decoded value, its calibrated confidence and the top-k alternatives. Whether to
+    abstain on it is the caller's decision (the service's threshold), made in one place there."""
 
-    value: str | None
+    value: str
     confidence: float
     top_k: tuple[tuple[str, float], ...]
-    abstained: bool
-    decoded_value: str
 
 
-def predict_rows(decoder: Decoder, logits: Mapping[str, np.ndarray], threshold: float = 0.0,
-                 top_k: int = 3) -> list[dict[str, AttributePrediction]]:
-    """Logits of a batch -> per row, per attribute, a prediction; below ``threshold`` it abstains
-    (``value`` None), keeping the decoded value for reference."""
+Row = dict[str, AttributePrediction]
+"""One image's predictions, by attribute name."""
+
+
+def predict_rows(decoder: Decoder, logits: Mapping[str, np.ndarray], top_k: int = 3) -> list[Row]:
+    """Logits of a batch -> per row, per attribute, the decoded value with its confidence and top-k."""
     probabilities = decoder.probabilities(logits)
     decoded = decoder.decode(probabilities)
     # Whole-batch numpy, then plain lists: per-element numpy calls would cost more than the model here.
@@ -201,20 +202,15 @@ def predict_rows(decoder: Decoder, logits: Mapping[str, np.ndarray], threshold: 
     for attribute in decoder.category.attributes:
         p = probabilities[attribute.name]
         columns.append((attribute, p.tolist(), np.argsort(-p, axis=-1)[:, :top_k].tolist()))
-    rows: list[dict[str, AttributePrediction]] = []
+    rows: list[Row] = []
     for i, chosen in enumerate(decoded):
-        row: dict[str, AttributePrediction] = {}
+        row: Row = {}
         for attribute, confidences, orders in columns:
             p_row = confidences[i]
             index = chosen[attribute.name]
-            confidence = p_row[index]
-            abstained = confidence < threshold
             row[attribute.name] = AttributePrediction(
-                value=None if abstained else attribute.values[index],
-                confidence=confidence,
+                value=attribute.values[index], confidence=p_row[index],
                 top_k=tuple((attribute.values[k], p_row[k]) for k in orders[i]),
-                abstained=abstained,
-                decoded_value=attribute.values[index],
             )
         rows.append(row)
     return rows

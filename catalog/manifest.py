@@ -46,7 +46,7 @@ class AttributeSpec(_Strict):
 class TensorSpec(_Strict):
     name: str
     shape: list[int | str]
-    dtype: Literal["float32", "float16"]
+    dtype: Literal["float32"] = Field(description="fp16 models keep a float32 input (the cast is in the graph)")
 
 
 class PreprocessingModel(_Strict):

@@ -74,7 +74,7 @@ def competition_score(decoder: Decoder, logits: Mapping[str, np.ndarray], rows: 
     """Score of the decoded predictions on labelled rows (same decoding as the service)."""
     decoded = predict_rows(decoder, logits)
     predictions = {
-        row.id: LabelRow(row.id, row.category, {name: p.decoded_value for name, p in prediction.items()})
+        row.id: LabelRow(row.id, row.category, {name: p.value for name, p in prediction.items()})
         for row, prediction in zip(rows, decoded, strict=True)
     }
     return score(list(rows), predictions).score

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from service.app import create_app
 from service.errors import ModelLoadError
 from service.metrics import ServiceMetrics
-from service.models import OnnxPredictor
+from service.onnx_predictor import OnnxPredictor
 from service.pipeline import ServiceState
 from service.settings import ENV_PREFIX, Settings
 

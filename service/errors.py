@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batcher import BatcherStoppedError, DeadlineExceededError, QueueFullError
+from service.batching import BatcherStoppedError, DeadlineExceededError, QueueFullError
 
 
 class ServiceError(Exception):

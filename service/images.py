@@ -1,5 +1,5 @@
-"""Decoding one upload into the model's input, with limits; runs per request, before batching, so a
-bad image fails only its own request."""
+"""Preprocessing one upload into the model's input (read the file, resize, normalise), with limits; runs
+per request, before batching, so a bad image fails only its own request."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from catalog.preprocessing import PreprocessSpec, normalize, reduce_on_decode, resize, to_rgb
+from catalog.preprocessing import PreprocessSpec, preprocess, reduce_on_decode
 from service.errors import InvalidImageError, PayloadTooLargeError, UnsupportedMediaError
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -66,17 +66,17 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     return image
 
 
-def decode(data: bytes, spec: PreprocessSpec, limits: ImageLimits) -> np.ndarray:
+def preprocess_upload(data: bytes, spec: PreprocessSpec, limits: ImageLimits) -> np.ndarray:
     """Encoded bytes -> float32 CHW tensor exactly as the manifest's spec says."""
     image = reduce_on_decode(open_image(data, limits), spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-        rgb = to_rgb(image)
+        # The core's preprocessing from here, as in training and export (the reduction is done already).
+        return preprocess(image, spec)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PayloadTooLargeError(f"decompression bomb refused: {error}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError; keep its reason.
         raise InvalidImageError(f"cannot decode the image: {error}") from None
-    return normalize(np.asarray(resize(rgb, spec), dtype=np.uint8), spec)

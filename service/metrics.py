@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.schemas import AttributeResult, Conflict
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -17,20 +21,20 @@ class ServiceMetrics:
             "catalog_http_request_duration_seconds", "HTTP request latency by route template and status.",
             ["route", "method", "status"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.preprocess_seconds = Histogram(
-            "catalog_preprocess_duration_seconds", "Decoding and resizing one upload.",
+            "catalog_preprocess_duration_seconds", "Preprocessing one upload: reading the file, resizing, normalising.",
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.queue_wait_seconds = Histogram(
             "catalog_queue_wait_seconds", "Time an image waited in the batch queue before its batch started.",
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.compute_seconds = Histogram(
-            "catalog_batch_compute_seconds", "Model run plus decoding of one batch.",
+            "catalog_batch_compute_seconds", "Model run plus decoding of one batch's attributes.",
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.batch_size = Histogram(
             "catalog_batch_size", "Images per model call.", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge(
             "catalog_queue_depth", "Images waiting for a batch.", ["model"], registry=r)
         self.admitted = Gauge(
-            "catalog_admitted_images", "Images admitted and not yet answered (decoding, queued or running).",
+            "catalog_admitted_images", "Images admitted and not yet answered (preprocessing, queued or running).",
             ["model"], registry=r)
         self.images_total = Counter(
             "catalog_images_processed_total", "Images run through a model (rate() gives images/s).",
@@ -52,3 +56,18 @@ class ServiceMetrics:
         self.model_ready = Gauge(
             "catalog_model_ready", "1 when the model serves, 0 when it failed to load or the server drains.",
             ["model"], registry=r)
+
+    def observe_timings(self, model: str, preprocess_s: float, queue_wait_s: float) -> None:
+        """One image's per-request timings, whatever route it came by."""
+        self.preprocess_seconds.labels(model).observe(preprocess_s)
+        self.queue_wait_seconds.labels(model).observe(queue_wait_s)
+
+    def count_answer(self, model: str, attributes: Mapping[str, AttributeResult],
+                     conflicts: Sequence[Conflict] = ()) -> None:
+        """One image's predicted values (for drift), abstentions and conflicts, whatever route it came by."""
+        for name, result in attributes.items():
+            self.predictions_total.labels(model, name, result.decoded_value).inc()
+            if result.abstained:
+                self.abstentions_total.labels(model, name).inc()
+        for conflict in conflicts:
+            self.conflicts_total.labels(model, conflict.attribute).inc()

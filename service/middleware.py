@@ -1,24 +1,19 @@
 """HTTP plumbing around the routes: request-body limits enforced while the body streams in, request
-timing, CORS (closed unless origins are configured) and the JSON error shape for framework errors."""
+timing, and CORS (closed unless origins are configured)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLargeError, to_http
 from service.metrics import ServiceMetrics
 from service.settings import Settings
-
-log = logging.getLogger("service")
 
 FORM_OVERHEAD_BYTES = 1024 * 1024
 """Room for the multipart framing and the small form fields next to one image."""
@@ -118,24 +113,8 @@ def form_limits(settings: Settings) -> dict[str, int]:
             "max_part_size": MAX_FIELD_BYTES}
 
 
-def install(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
-    """Error handlers for framework and unexpected errors, the body cap, and CORS when configured."""
-
-    async def http_error(request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, StarletteHTTPException)
-        http = to_http(error)
-        metrics.rejections_total.labels(http.code).inc()
-        return JSONResponse(http.body(), status_code=http.status, headers=http.headers)
-
-    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        # Details go to the log, never to the client.
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-        metrics.rejections_total.labels("internal_error").inc()
-        http = to_http(error)
-        return JSONResponse(http.body(), status_code=http.status)
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
+def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
+    """The body cap and request timing, and CORS when configured."""
     app.add_middleware(HttpMiddleware, metrics=metrics, limit=body_limit(settings))
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

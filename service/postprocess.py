@@ -1,18 +1,38 @@
-"""From decoded rows to answers: abstention at the request's threshold, supplier-mismatch conflicts,
-the challenge-style row and the response body."""
+"""From decoded rows to answers: the request's threshold and abstention at it, supplier-mismatch
+conflicts, the challenge-style row and the response body."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from collections.abc import Mapping
+from typing import Any
 
 from catalog.dataset import UNUSED_SLOT
-from catalog.decoding import AttributePrediction
+from catalog.decoding import Row
 from catalog.taxonomy import ATTRIBUTE_COLUMNS, Category, TaxonomyError
-from service.errors import InvalidDeclaredError
+from service.errors import InvalidDeclaredError, InvalidRequestError
 from service.schemas import Alternative, AttributeResult, Conflict, PredictResponse, Timings
 
-Row = Mapping[str, AttributePrediction]
+THRESHOLD_SCHEMA: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1,
+                                    "description": "abstain below this confidence, 0 to 1 (default: the server's)"}
+
+
+def parse_threshold(value: object) -> float | None:
+    """A request's threshold, from a form field, the query string or a JSON parameter: None when not
+    given, else a number from 0 to 1 (booleans and NaN are refused, naming the value)."""
+    if value is None or value == "":
+        return None
+    number = math.nan
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise InvalidRequestError(f"threshold must be a number from 0 to 1; got {value!r}")
+    return number
 
 
 def parse_declared(text: str | None, category: Category) -> dict[str, str]:
@@ -53,20 +73,21 @@ def find_conflicts(category: Category, row: Row, declared: Mapping[str, str], mi
     for attribute in category.attributes:
         stated = declared.get(attribute.name)
         prediction = row[attribute.name]
-        if stated is None or stated == prediction.decoded_value or prediction.confidence < min_confidence:
+        if stated is None or stated == prediction.value or prediction.confidence < min_confidence:
             continue
         conflicts.append(Conflict(attribute=attribute.name, column=attribute.column, declared=stated,
-                                  predicted=prediction.decoded_value, confidence=prediction.confidence))
+                                  predicted=prediction.value, confidence=prediction.confidence))
     return conflicts
 
 
 def attribute_results(row: Row, threshold: float) -> dict[str, AttributeResult]:
+    """Each attribute's answer: the one place abstention is applied."""
     results = {}
     for name, p in row.items():
         abstained = p.confidence < threshold
         results[name] = AttributeResult(
-            value=None if abstained else p.decoded_value, confidence=p.confidence, abstained=abstained,
-            decoded_value=p.decoded_value, top_k=[Alternative(value=v, confidence=c) for v, c in p.top_k],
+            value=None if abstained else p.value, confidence=p.confidence, abstained=abstained,
+            decoded_value=p.value, top_k=[Alternative(value=v, confidence=c) for v, c in p.top_k],
         )
     return results
 
@@ -74,7 +95,7 @@ def attribute_results(row: Row, threshold: float) -> dict[str, AttributeResult]:
 def challenge_row(category: Category, row: Row) -> dict[str, str]:
     """``attr_1..attr_10`` as a submission row: the decoded value even when abstaining (the challenge
     scores every slot, so a best guess beats a blank), ``dummy`` past the category's length."""
-    values = {a.column: row[a.name].decoded_value for a in category.attributes}
+    values = {a.column: row[a.name].value for a in category.attributes}
     return {column: values.get(column, UNUSED_SLOT) for column in ATTRIBUTE_COLUMNS}
 
 

@@ -9,7 +9,6 @@ event loop per request (``benchmarks/bench_service.py``, BENCHMARKS.md). So the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.requests import Request
 
 from service.errors import InvalidRequestError, UnsupportedMediaError
 from service.middleware import MAX_FIELD_BYTES
+from service.postprocess import THRESHOLD_SCHEMA, parse_threshold
 
 BARE_TYPES = ("image/", "application/octet-stream")
 """Content types of a bare upload: the body is the image itself and the fields are query parameters."""
@@ -30,18 +30,6 @@ class PredictRequest:
     category: str
     declared: str | None
     threshold: float | None
-
-
-def parse_threshold(text: str | None) -> float | None:
-    if text is None or text == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise InvalidRequestError(f"threshold must be a number from 0 to 1; got {text!r}")
-    return value
 
 
 def merge_field(name: str, form: str | None, query: str | None) -> str | None:
@@ -90,8 +78,7 @@ _BINARY = {"type": "string", "format": "binary"}
 _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "category": {**_TEXT, "description": "category slug or display name, e.g. men_tshirts"},
     "declared": {**_TEXT, "description": 'what the supplier typed, JSON: {"sleeve_length": "long sleeves"}'},
-    "threshold": {"type": "number", "minimum": 0, "maximum": 1,
-                  "description": "abstain below this confidence, 0 to 1 (default: the server's)"},
+    "threshold": THRESHOLD_SCHEMA,
 }
 OPENAPI: dict[str, Any] = {
     "parameters": [

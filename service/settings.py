@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "CATALOG_SERVICE_"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models" / "demo"
+RENAMED = {"DECODE_ALONE_WHEN_IDLE": "PREPROCESS_ALONE_WHEN_IDLE"}
+"""Environment variables whose setting was renamed: refused with the new name rather than ignored."""
 KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -64,13 +66,14 @@ class Settings(BaseSettings):
     session_threads: int = Field(default=0, ge=0, le=256)
     """Intra-op threads per model session; 0 uses the number of CPU cores (at most 8)."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
-    """Threads that decode and resize uploads; 0 uses the number of CPU cores."""
-    decode_alone_when_idle: bool | None = None
+    """Threads that preprocess uploads (decode the file, resize, normalise); 0 uses the number of CPU
+    cores."""
+    preprocess_alone_when_idle: bool | None = None
     """With ``max_queue_delay_s`` 0, a request that finds its model idle (nothing queued or running) is
-    decoded and run in one call on the model's worker thread: one thread hop instead of two, which is
-    most of what a request pays at low load on a VM whose idle cores wake slowly. Unset, it is on for
-    models served by the CPU provider and off on a GPU, where the model is much faster than decoding
-    and should not be held while an image decodes."""
+    preprocessed and run in one call on the model's worker thread: one thread hop instead of two, which
+    is most of what a request pays at low load on a VM whose idle cores wake slowly. Unset, it is on for
+    models served by the CPU provider and off on a GPU, where the model is much faster than
+    preprocessing and should not be held while an image is read."""
     warmup: bool = True
     """Run one dummy batch per model at start-up so the first request is not slow."""
 
@@ -152,6 +155,14 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 8:
             raise ValueError("api_key must be at least 8 characters (or unset to disable it)")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_renamed_variables(cls, data: Any) -> Any:
+        for old, new in RENAMED.items():
+            if ENV_PREFIX + old in os.environ:
+                raise ValueError(f"{ENV_PREFIX}{old} was renamed to {ENV_PREFIX}{new}; set that instead")
+        return data
 
     @model_validator(mode="after")
     def _pins_are_loaded(self) -> Settings:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.app import create_app
-from service.batcher import DeadlineExceededError, QueueFullError
+from service.batching import DeadlineExceededError, QueueFullError
 from service.settings import Settings
 from tests.service.fakes import FakePredictor, image_bytes
 

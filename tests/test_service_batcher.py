@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.batcher import (
+from service.batching import (
     Batcher,
     BatcherConfig,
     BatcherHooks,
@@ -50,6 +50,11 @@ async def until(predicate, steps: int = 1000) -> None:
     raise AssertionError("condition never became true")
 
 
+def item(value):
+    """What ``submit`` takes: a function that prepares the item (here, returns it as it is)."""
+    return lambda: value
+
+
 def make(handler, **config) -> Batcher:
     batcher = Batcher(handler, BatcherConfig(**config), name="test")
     batcher.start()
@@ -60,7 +65,7 @@ async def test_idle_single_request_is_not_delayed_when_delay_is_zero():
     # A huge timeout elsewhere would show up as a hang; with delay 0 the lone item goes at once.
     recorder = Recorder()
     batcher = make(recorder, max_batch_size=8, max_delay_s=0.0)
-    result = await asyncio.wait_for(batcher.submit(3), timeout=1.0)
+    result = await asyncio.wait_for(batcher.submit(item(3)), timeout=1.0)
     assert result.value == 30 and result.batch_size == 1
     await batcher.stop()
 
@@ -68,24 +73,31 @@ async def test_idle_single_request_is_not_delayed_when_delay_is_zero():
 async def test_full_batch_dispatches_immediately_despite_long_delay():
     recorder = Recorder()
     batcher = make(recorder, max_batch_size=4, max_delay_s=3600)
-    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(4))), timeout=2.0)
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(item(i)) for i in range(4))), timeout=2.0)
     assert [r.value for r in results] == [0, 10, 20, 30]
     assert recorder.batches == [[0, 1, 2, 3]]
     await batcher.stop()
 
 
 async def test_timer_starts_at_first_item_not_at_last():
-    # Delay is measured from the first item: items submitted later do not extend the wait.
-    loop = asyncio.get_running_loop()
+    # On a fake clock: the second item arrives exactly max_delay_s after the first, so the batch must go
+    # at once. A timer restarted by the second item would wait another hour (the test would time out).
+    now, reads = [0.0], []
+
+    def clock() -> float:
+        reads.append(now[0])
+        return now[0]
+
     recorder = Recorder()
-    batcher = make(recorder, max_batch_size=100, max_delay_s=0.2)
-    first = asyncio.ensure_future(batcher.submit(1))
-    await asyncio.sleep(0.15)
-    second = asyncio.ensure_future(batcher.submit(2))
-    t_second = loop.time()
+    batcher = Batcher(recorder, BatcherConfig(max_batch_size=100, max_delay_s=3600), name="test", clock=clock)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(item(1)))
+    await until(lambda: batcher.queue_depth == 1)
+    queued_at = len(reads)
+    await until(lambda: len(reads) > queued_at)  # the loop read the clock: it is waiting for company
+    now[0] = 3600.0
+    second = asyncio.ensure_future(batcher.submit(item(2)))
     await asyncio.wait_for(asyncio.gather(first, second), timeout=2.0)
-    # The batch left ~0.05 s after the second item, well before 0.2 s after it.
-    assert loop.time() - t_second < 0.15
     assert recorder.batches == [[1, 2]]
     await batcher.stop()
 
@@ -93,9 +105,9 @@ async def test_timer_starts_at_first_item_not_at_last():
 async def test_items_queued_while_a_batch_runs_go_out_together():
     recorder = Recorder(hold=True)
     batcher = make(recorder, max_batch_size=8, max_delay_s=0.0)
-    first = asyncio.ensure_future(batcher.submit(0))
+    first = asyncio.ensure_future(batcher.submit(item(0)))
     await recorder.entered.wait()
-    rest = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2, 3)]
+    rest = [asyncio.ensure_future(batcher.submit(item(i))) for i in (1, 2, 3)]
     await until(lambda: batcher.queue_depth == 3)
     recorder.release.set()
     await asyncio.gather(first, *rest)
@@ -106,12 +118,12 @@ async def test_items_queued_while_a_batch_runs_go_out_together():
 async def test_queue_bound_rejects_at_once_with_retry_after():
     recorder = Recorder(hold=True)
     batcher = make(recorder, max_batch_size=1, max_queue_size=2)
-    running = asyncio.ensure_future(batcher.submit(0))
+    running = asyncio.ensure_future(batcher.submit(item(0)))
     await recorder.entered.wait()
-    queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+    queued = [asyncio.ensure_future(batcher.submit(item(i))) for i in (1, 2)]
     await until(lambda: batcher.queue_depth == 2)
     with pytest.raises(QueueFullError) as caught:
-        await batcher.submit(3)
+        await batcher.submit(item(3))
     assert caught.value.retry_after_s >= 1
     recorder.release.set()
     assert [r.value for r in await asyncio.gather(running, *queued)] == [0, 10, 20]
@@ -121,11 +133,11 @@ async def test_queue_bound_rejects_at_once_with_retry_after():
 async def test_deadline_expires_for_items_that_never_started():
     recorder = Recorder(hold=True)
     batcher = make(recorder, max_batch_size=1)
-    running = asyncio.ensure_future(batcher.submit(0, timeout_s=0.05))
+    running = asyncio.ensure_future(batcher.submit(item(0), timeout_s=0.05))
     await recorder.entered.wait()
     # The running item is past its deadline too, but it started in time, so it still completes.
     with pytest.raises(DeadlineExceededError):
-        await batcher.submit(1, timeout_s=0.05)
+        await batcher.submit(item(1), timeout_s=0.05)
     recorder.release.set()
     assert (await running).value == 0
     assert recorder.batches == [[0]]  # the expired item never ran
@@ -135,10 +147,10 @@ async def test_deadline_expires_for_items_that_never_started():
 async def test_cancelled_requests_are_dropped_before_the_batch_runs():
     recorder = Recorder(hold=True)
     batcher = make(recorder, max_batch_size=8)
-    first = asyncio.ensure_future(batcher.submit(0))
+    first = asyncio.ensure_future(batcher.submit(item(0)))
     await recorder.entered.wait()
-    doomed = asyncio.ensure_future(batcher.submit(1))
-    kept = asyncio.ensure_future(batcher.submit(2))
+    doomed = asyncio.ensure_future(batcher.submit(item(1)))
+    kept = asyncio.ensure_future(batcher.submit(item(2)))
     await until(lambda: batcher.queue_depth == 2)
     doomed.cancel()
     await until(lambda: batcher.queue_depth == 1)
@@ -162,9 +174,9 @@ async def test_failing_batch_fails_only_its_own_items():
         return items
 
     batcher = make(handler, max_batch_size=2)
-    bad = [asyncio.ensure_future(batcher.submit(i)) for i in (0, 1)]
+    bad = [asyncio.ensure_future(batcher.submit(item(i))) for i in (0, 1)]
     await until(lambda: calls == 1)
-    good = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+    good = [asyncio.ensure_future(batcher.submit(item(i))) for i in (2, 3)]
     await until(lambda: batcher.queue_depth == 2)
     gate.set()
     outcomes = await asyncio.gather(*bad, *good, return_exceptions=True)
@@ -178,7 +190,7 @@ async def test_exception_result_fails_only_that_item_and_length_is_checked():
         return [ValueError("bad") if x == 1 else x for x in items]
 
     batcher = make(handler, max_batch_size=4, max_delay_s=3600)
-    outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    outcomes = await asyncio.gather(*(batcher.submit(item(i)) for i in range(4)), return_exceptions=True)
     assert isinstance(outcomes[1], ValueError)
     assert [o.value for o in (outcomes[0], outcomes[2], outcomes[3])] == [0, 2, 3]
     await batcher.stop()
@@ -187,7 +199,7 @@ async def test_exception_result_fails_only_that_item_and_length_is_checked():
         return items[:-1]
 
     batcher = make(short, max_batch_size=2, max_delay_s=3600)
-    outcomes = await asyncio.gather(batcher.submit(0), batcher.submit(1), return_exceptions=True)
+    outcomes = await asyncio.gather(batcher.submit(item(0)), batcher.submit(item(1)), return_exceptions=True)
     assert all("1 results for 2 inputs" in str(o) for o in outcomes)
     await batcher.stop()
 
@@ -196,7 +208,7 @@ async def test_one_batch_in_flight_by_default_and_more_when_configured():
     for in_flight, expected in ((1, 1), (2, 2)):
         recorder = Recorder(hold=True)
         batcher = make(recorder, max_batch_size=1, max_in_flight=in_flight)
-        tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+        tasks = [asyncio.ensure_future(batcher.submit(item(i))) for i in range(3)]
         await until(lambda r=recorder, e=expected: len(r.batches) == e)
         for _ in range(20):  # give the loop every chance to start one more batch than allowed
             await asyncio.sleep(0)
@@ -217,7 +229,7 @@ async def test_sync_handler_runs_in_a_worker_thread():
         return items
 
     batcher = make(handler)
-    assert (await batcher.submit(7)).value == 7
+    assert (await batcher.submit(item(7))).value == 7
     assert seen and seen[0] != threading.current_thread().name
     await batcher.stop()
 
@@ -261,42 +273,59 @@ def preparing(value: int, threads: list[str]):
     return prepare
 
 
+def lone(handler, **config) -> Batcher:
+    return make(handler, run_alone_when_idle=True, **config)
+
+
 async def test_a_lone_item_is_prepared_and_run_in_one_worker_call():
     import threading
 
     gate, prepared, sizes = Gate(), [], []
-    batcher = Batcher(gate, BatcherConfig(max_batch_size=8), name="test",
+    batcher = Batcher(gate, BatcherConfig(max_batch_size=8, run_alone_when_idle=True), name="test",
                       hooks=BatcherHooks(on_batch=lambda n, s: sizes.append(n)))
     batcher.start()
-    done = await batcher.run_alone_if_idle(preparing(3, prepared))
-    assert done is not None and done.value == 30 and done.batch_size == 1 and done.queue_wait_s == 0.0
+    done = await batcher.submit(preparing(3, prepared))
+    assert done.value == 30 and done.batch_size == 1 and done.queue_wait_s == 0.0
     assert prepared == gate.threads and prepared[0] != threading.current_thread().name
-    assert sizes == [1] and batcher.in_flight == 0
+    assert sizes == [1] and batcher.in_flight == 0 and batcher.admitted == 0
     await batcher.stop()
 
 
-async def test_a_busy_batcher_declines_and_does_not_prepare():
+async def test_a_busy_batcher_prepares_apart_and_queues():
+    import threading
+
     gate, prepared = Gate(hold=True), []
-    batcher = make(gate, max_batch_size=8)
-    running = asyncio.ensure_future(batcher.submit(1))
+    batcher = lone(gate, max_batch_size=8)
+    running = asyncio.ensure_future(batcher.submit(preparing(1, prepared)))
     await asyncio.to_thread(gate.entered.wait, 10)
-    assert await batcher.run_alone_if_idle(preparing(2, prepared)) is None
-    queued = asyncio.ensure_future(batcher.submit(3))
+    queued = asyncio.ensure_future(batcher.submit(preparing(3, prepared)))
     await until(lambda: batcher.queue_depth == 1)
-    assert await batcher.run_alone_if_idle(preparing(4, prepared)) is None
-    assert prepared == []
+    # The first ran alone on the worker; the second was prepared apart (inline: no prepare pool here).
+    assert prepared == [gate.threads[0], threading.current_thread().name]
     gate.release.set()
     assert [(await running).value, (await queued).value] == [10, 30]
+    assert gate.batches == [[1], [3]]
     await batcher.stop()
-    assert await batcher.run_alone_if_idle(preparing(5, prepared)) is None  # stopped
+
+
+async def test_prepare_runs_in_the_prepare_executor_when_given():
+    from concurrent.futures import ThreadPoolExecutor
+
+    prepared: list[str] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="prep") as pool:
+        batcher = Batcher(Recorder(), BatcherConfig(), name="test", prepare_executor=pool)
+        batcher.start()
+        done = await batcher.submit(preparing(2, prepared))
+        await batcher.stop()
+    assert done.value == 20 and prepared[0].startswith("prep")
 
 
 async def test_items_arriving_during_a_lone_run_wait_for_it_then_go_out_together():
     gate, prepared = Gate(hold=True), []
-    batcher = make(gate, max_batch_size=8)
-    alone = asyncio.ensure_future(batcher.run_alone_if_idle(preparing(1, prepared)))
+    batcher = lone(gate, max_batch_size=8)
+    alone = asyncio.ensure_future(batcher.submit(preparing(1, prepared)))
     await asyncio.to_thread(gate.entered.wait, 10)
-    others = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+    others = [asyncio.ensure_future(batcher.submit(item(i))) for i in (2, 3)]
     await until(lambda: batcher.queue_depth == 2)
     assert gate.batches == [[1]]  # the slot is taken: nothing else started
     gate.release.set()
@@ -307,26 +336,27 @@ async def test_items_arriving_during_a_lone_run_wait_for_it_then_go_out_together
 
 async def test_a_failing_prepare_fails_only_its_caller_and_frees_the_slot():
     gate = Gate()
-    batcher = make(gate)
+    batcher = lone(gate)
 
     def broken() -> int:
         raise ValueError("not an image")
 
     with pytest.raises(ValueError, match="not an image"):
-        await batcher.run_alone_if_idle(broken)
-    assert (await batcher.submit(4)).value == 40 and gate.batches == [[4]]
+        await batcher.submit(broken)
+    assert (await batcher.submit(item(4))).value == 40 and gate.batches == [[4]]
+    assert batcher.admitted == 0
     await batcher.stop()
 
 
 async def test_a_cancelled_lone_caller_keeps_the_slot_until_its_thread_is_done():
     gate, prepared = Gate(hold=True), []
-    batcher = make(gate, max_batch_size=8)
-    alone = asyncio.ensure_future(batcher.run_alone_if_idle(preparing(1, prepared)))
+    batcher = lone(gate, max_batch_size=8)
+    alone = asyncio.ensure_future(batcher.submit(preparing(1, prepared)))
     await asyncio.to_thread(gate.entered.wait, 10)
     alone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await alone
-    later = asyncio.ensure_future(batcher.submit(2))
+    later = asyncio.ensure_future(batcher.submit(item(2)))
     await until(lambda: batcher.queue_depth == 1)
     assert gate.batches == [[1]]  # still running in its thread: the next batch waits
     gate.release.set()
@@ -336,8 +366,8 @@ async def test_a_cancelled_lone_caller_keeps_the_slot_until_its_thread_is_done()
 
 async def test_a_lone_run_outlasting_the_drain_fails_like_a_queued_item():
     gate = Gate(hold=True)
-    batcher = make(gate)
-    alone = asyncio.ensure_future(batcher.run_alone_if_idle(lambda: 1))
+    batcher = lone(gate)
+    alone = asyncio.ensure_future(batcher.submit(item(1)))
     await asyncio.to_thread(gate.entered.wait, 10)
     await batcher.stop(drain_timeout_s=0)
     with pytest.raises(BatcherStoppedError, match="stopped while this request ran"):
@@ -346,12 +376,59 @@ async def test_a_lone_run_outlasting_the_drain_fails_like_a_queued_item():
 
 
 async def test_an_async_handler_or_a_batching_delay_never_takes_the_lone_path():
-    batcher = make(Recorder())
-    assert await batcher.run_alone_if_idle(lambda: 1) is None
+    import threading
+
+    here, prepared = threading.current_thread().name, []
+    batcher = lone(Recorder())
+    assert (await batcher.submit(preparing(1, prepared))).value == 10
     await batcher.stop()
-    waiting = make(Gate(), max_delay_s=3600)
-    assert await waiting.run_alone_if_idle(lambda: 1) is None  # a lone item waits for company
+    gate = Gate()
+    waiting = lone(gate, max_delay_s=3600)
+    waiting.flush()  # no waiting for company in this test; a lone item still must not skip the queue
+    assert (await waiting.submit(preparing(2, prepared))).value == 20
     await waiting.stop()
+    assert prepared == [here, here] and gate.threads[0] != here
+
+
+async def test_admission_counts_every_item_until_it_is_answered_and_retry_after_follows_the_backlog():
+    now = [0.0]
+
+    class Timed(Gate):
+        def __call__(self, items):
+            now[0] += 3.0 * len(items)  # each item takes 3 s on the fake clock
+            return super().__call__(items)
+
+    gate = Timed()
+    batcher = Batcher(gate, BatcherConfig(max_batch_size=1, max_queue_size=1), name="test", clock=lambda: now[0])
+    batcher.start()
+    assert (await batcher.submit(item(0))).value == 0  # a batch ran: 3 s per item from now on
+    gate.release.clear()
+    running = asyncio.ensure_future(batcher.submit(item(1)))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    queued = asyncio.ensure_future(batcher.submit(item(2)))
+    await until(lambda: batcher.queue_depth == 1)
+    assert batcher.admitted == 2 == batcher.config.capacity
+    with pytest.raises(QueueFullError, match=r"\(2 requests waiting\)") as caught:
+        await batcher.submit(item(3))
+    assert caught.value.retry_after_s == pytest.approx(6.0)  # two items ahead at 3 s each
+    gate.release.set()
+    assert [(await running).value, (await queued).value] == [10, 20]
+    assert batcher.admitted == 0
+    await batcher.stop()
+
+
+async def test_an_item_whose_deadline_passed_while_it_was_prepared_is_refused_with_a_deadline_error():
+    now = [0.0]
+
+    def slow() -> int:
+        now[0] += 5.0
+        return 1
+
+    batcher = Batcher(Recorder(), BatcherConfig(), name="test", clock=lambda: now[0])
+    batcher.start()
+    with pytest.raises(DeadlineExceededError, match="deadline passed while it was prepared"):
+        await batcher.submit(slow, timeout_s=2.0)
+    await batcher.stop()
 
 
 async def test_stop_drains_queued_work_then_refuses_new_items():
@@ -360,12 +437,12 @@ async def test_stop_drains_queued_work_then_refuses_new_items():
     hooks = BatcherHooks(on_batch=lambda n, s: sizes.append(n))
     batcher = Batcher(recorder, BatcherConfig(max_batch_size=1), hooks=hooks)
     batcher.start()
-    tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+    tasks = [asyncio.ensure_future(batcher.submit(item(i))) for i in range(3)]
     await recorder.entered.wait()
     stopping = asyncio.ensure_future(batcher.stop(drain_timeout_s=5))
     await until(lambda: not batcher.accepting)
     with pytest.raises(BatcherStoppedError):
-        await batcher.submit(99)
+        await batcher.submit(item(99))
     recorder.release.set()
     await stopping
     assert [t.result().value for t in tasks] == [0, 10, 20]

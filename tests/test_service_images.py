@@ -10,7 +10,7 @@ from PIL import Image
 
 from catalog.preprocessing import PreprocessSpec, preprocess
 from service.errors import PayloadTooLargeError, UnsupportedMediaError
-from service.images import ImageLimits, decode
+from service.images import ImageLimits, preprocess_upload
 from tests.service.fakes import image_bytes
 
 SPEC = PreprocessSpec.square(32)
@@ -20,7 +20,7 @@ LIMITS = ImageLimits(max_bytes=10_000_000, max_pixels=50_000_000)
 def test_matches_catalog_preprocessing_for_a_small_png():
     data = image_bytes("PNG", size=(50, 70), color=(10, 120, 250))
     expected = preprocess(Image.open(io.BytesIO(data)), SPEC)
-    np.testing.assert_array_equal(decode(data, SPEC, LIMITS), expected)
+    np.testing.assert_array_equal(preprocess_upload(data, SPEC, LIMITS), expected)
 
 
 def test_exif_orientation_is_applied():
@@ -31,15 +31,15 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", exif=exif)
-    out = decode(buffer.getvalue(), PreprocessSpec(height=32, width=16), LIMITS)
+    out = preprocess_upload(buffer.getvalue(), PreprocessSpec(height=32, width=16), LIMITS)
     top, bottom = out[:, 2, 8], out[:, -3, 8]
     assert top[0] > top[2] and bottom[2] > bottom[0]
 
 
 def test_transparency_is_composited_over_white():
     data = image_bytes("PNG", "RGBA", color=(0, 0, 0, 0))
-    white = decode(image_bytes("PNG", color=(255, 255, 255)), SPEC, LIMITS)
-    np.testing.assert_allclose(decode(data, SPEC, LIMITS), white)
+    white = preprocess_upload(image_bytes("PNG", color=(255, 255, 255)), SPEC, LIMITS)
+    np.testing.assert_allclose(preprocess_upload(data, SPEC, LIMITS), white)
 
 
 def test_big_jpeg_uses_draft_mode_and_stays_close_to_a_full_decode():
@@ -48,7 +48,7 @@ def test_big_jpeg_uses_draft_mode_and_stays_close_to_a_full_decode():
     data = io.BytesIO()
     Image.fromarray(smooth).save(data, format="JPEG", quality=95)
     full = preprocess(Image.open(io.BytesIO(data.getvalue())), SPEC)
-    drafted = decode(data.getvalue(), SPEC, LIMITS)
+    drafted = preprocess_upload(data.getvalue(), SPEC, LIMITS)
     assert drafted.shape == (3, 32, 32)
     # Draft decodes a 2400 px JPEG at 1/8 scale (300 px); the result is within a few grey levels.
     assert np.abs(drafted - full).mean() < 0.05
@@ -56,11 +56,11 @@ def test_big_jpeg_uses_draft_mode_and_stays_close_to_a_full_decode():
 
 def test_pixel_and_byte_limits():
     with pytest.raises(PayloadTooLargeError, match="1000x1000 = 1000000 pixels"):
-        decode(image_bytes("PNG", size=(1000, 1000)), SPEC, ImageLimits(10_000_000, 999_999))
+        preprocess_upload(image_bytes("PNG", size=(1000, 1000)), SPEC, ImageLimits(10_000_000, 999_999))
     with pytest.raises(PayloadTooLargeError, match="bytes; the limit is 10"):
-        decode(image_bytes(), SPEC, ImageLimits(10, 10_000))
+        preprocess_upload(image_bytes(), SPEC, ImageLimits(10, 10_000))
 
 
 def test_formats_needing_an_outside_interpreter_are_refused():
     with pytest.raises(UnsupportedMediaError, match="EPS"):
-        decode(image_bytes("EPS"), SPEC, LIMITS)
+        preprocess_upload(image_bytes("EPS"), SPEC, LIMITS)

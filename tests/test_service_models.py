@@ -1,4 +1,5 @@
-"""The real predictor over a tiny ONNX repository (tests/onnx_factory.py), in-process."""
+"""``service/onnx_predictor.py``: the real predictor over a tiny ONNX repository (tests/onnx_factory.py),
+in-process."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import json
 import numpy as np
 import pytest
 
-from catalog.manifest import MANIFEST_NAME
+from catalog.manifest import MANIFEST_NAME, load_manifest
 from service.errors import ModelLoadError, ModelNotReadyError, UnknownModelError
 from service.metrics import ServiceMetrics
-from service.models import OnnxPredictor
+from service.onnx_predictor import OnnxPredictor, batcher_config
 from service.settings import Settings
 from tests.onnx_factory import build_repository, write_version
 
 pytestmark = pytest.mark.integration
+
+
+def pixels(array: np.ndarray):
+    """A preprocessing step that hands over an already made tensor."""
+    return lambda: array
 
 
 def predictor(repository, **settings) -> OnnxPredictor:
@@ -56,8 +62,8 @@ def test_partial_start_serves_healthy_models_and_reports_the_broken_one(tmp_path
     async def run() -> None:
         await loader.start()
         with pytest.raises(ModelNotReadyError, match="kurtis"):
-            await loader.infer("kurtis", np.zeros((3, 32, 32), np.float32))
-        result = await loader.infer("men_tshirts", np.zeros((3, 32, 32), np.float32))
+            loader.ready_model("kurtis")
+        result = await loader.ready_model("men_tshirts").infer(pixels(np.zeros((3, 32, 32), np.float32)), None)
         assert set(result.row) == {"color", "neck", "pattern", "print_or_pattern_type", "sleeve_length"}
         await loader.stop(1.0)
 
@@ -73,41 +79,63 @@ def test_concurrent_images_share_batches_and_match_single_image_results(tmp_path
 
     async def run() -> list:
         await model.start()
-        batched = await asyncio.gather(*(model.infer("women_tshirts", x) for x in images))
-        alone = [await model.infer("women_tshirts", x) for x in images[:2]]
+        served = model.ready_model("women_tshirts")
+        batched = await asyncio.gather(*(served.infer(pixels(x), None) for x in images))
+        alone = [await served.infer(pixels(x), None) for x in images[:2]]
         await model.stop(1.0)
         return [batched, alone]
 
     batched, alone = asyncio.run(run())
     assert {r.batch_size for r in batched} == {8}
     for b, a in zip(batched, alone, strict=False):
-        assert {k: v.decoded_value for k, v in b.row.items()} == {k: v.decoded_value for k, v in a.row.items()}
+        assert {k: v.value for k, v in b.row.items()} == {k: v.value for k, v in a.row.items()}
         assert b.row["color"].confidence == pytest.approx(a.row["color"].confidence, abs=1e-5)
 
 
-def test_an_idle_model_decodes_and_runs_a_lone_image_in_one_worker_call(tmp_path):
+def test_an_idle_model_preprocesses_and_runs_a_lone_image_in_one_worker_call(tmp_path):
     import threading
 
     build_repository(tmp_path, slugs=("men_tshirts",))
     loader = predictor(tmp_path)
-    pixels = np.random.default_rng(0).standard_normal((3, 32, 32)).astype(np.float32)
+    image = np.random.default_rng(0).standard_normal((3, 32, 32)).astype(np.float32)
     threads: list[str] = []
 
     def prepare() -> np.ndarray:
         threads.append(threading.current_thread().name)
-        return pixels
+        return image
 
     async def run() -> tuple:
         await loader.start()
         try:
-            alone = await loader.infer_alone_if_idle("men_tshirts", prepare)
-            queued = await loader.infer("men_tshirts", pixels)
+            served = loader.ready_model("men_tshirts")
+            alone = await served.infer(prepare, None)
+            busy = served.batcher.submit(pixels(image))  # takes the slot and the lone path
+            queued = asyncio.ensure_future(served.infer(prepare, None))  # finds it busy: preprocess pool
+            await busy
+            return alone, await queued
         finally:
             await loader.stop(1.0)
-        return alone, queued
 
     alone, queued = asyncio.run(run())
-    assert alone is not None and alone.batch_size == 1 and alone.queue_wait_s == 0.0
-    assert threads and threads[0].startswith("men_tshirts") and threads[0] != threading.current_thread().name
-    assert {k: (p.decoded_value, round(p.confidence, 6)) for k, p in alone.row.items()} == {
-        k: (p.decoded_value, round(p.confidence, 6)) for k, p in queued.row.items()}
+    assert alone.batch_size == 1 and alone.queue_wait_s == 0.0
+    assert threads[0].startswith("men_tshirts") and threads[1].startswith("preprocess")
+    assert {k: (p.value, round(p.confidence, 6)) for k, p in alone.row.items()} == {
+        k: (p.value, round(p.confidence, 6)) for k, p in queued.row.items()}
+
+
+@pytest.mark.parametrize(
+    ("provider", "setting", "alone"),
+    [("CPUExecutionProvider", None, True), ("CUDAExecutionProvider", None, False),
+     ("TensorrtExecutionProvider", None, False), ("CUDAExecutionProvider", True, True),
+     ("CPUExecutionProvider", False, False)],
+)
+def test_lone_path_is_on_for_cpu_models_unless_set(tmp_path, provider, setting, alone):
+    folder = write_version(tmp_path, "men_tshirts")
+    settings = Settings(repository=tmp_path, preprocess_alone_when_idle=setting)
+    assert batcher_config(settings, load_manifest(folder), provider).run_alone_when_idle is alone
+
+
+def test_the_renamed_lone_path_variable_is_refused_naming_the_new_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATALOG_SERVICE_DECODE_ALONE_WHEN_IDLE", "false")
+    with pytest.raises(ValueError, match="renamed to CATALOG_SERVICE_PREPROCESS_ALONE_WHEN_IDLE"):
+        Settings(repository=tmp_path)

@@ -6,13 +6,13 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["service.app", "service.__main__", "service.models", "service.batcher"])
+@pytest.mark.parametrize("module", ["service.app", "service.__main__", "service.onnx_predictor", "service.batching"])
 def test_service_does_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported by {module}'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_batcher_imports_nothing_of_http_onnx_or_images():
-    code = ("import sys, service.batcher; bad = {'fastapi', 'starlette', 'onnxruntime', 'PIL', 'numpy'} "
+    code = ("import sys, service.batching; bad = {'fastapi', 'starlette', 'onnxruntime', 'PIL', 'numpy'} "
             "& set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

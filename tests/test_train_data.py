@@ -9,7 +9,7 @@ from catalog.taxonomy import load_taxonomy
 from model_training.augment import Augment
 from model_training.data import ImageDataset, complete_rows, encode_targets, stratified_split
 from model_training.model import value_orders_for
-from service.images import ImageLimits, decode
+from service.images import ImageLimits, preprocess_upload
 
 ORDERS = value_orders_for(load_taxonomy()["women_tshirts"])
 
@@ -63,7 +63,7 @@ def test_training_tensor_equals_the_serving_preprocessing(tmp_path, cached):
     with Image.open(path) as image:
         expected = preprocess(image, spec)
     assert np.array_equal(pixels.numpy(), expected)
-    served = decode(path.read_bytes(), spec, ImageLimits(max_bytes=10**8, max_pixels=10**8))
+    served = preprocess_upload(path.read_bytes(), spec, ImageLimits(max_bytes=10**8, max_pixels=10**8))
     assert np.array_equal(pixels.numpy(), served)
     assert (target == -1).all()
     augmented = ImageDataset([row], encode_targets([row], ORDERS), spec, Augment(p=1.0))

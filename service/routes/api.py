@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
-from service.batcher import BatcherError
+from service.batching import BatcherError
 from service.deps import ApiKey, State, check_api_key
 from service.errors import (
     InvalidRequestError,
@@ -17,15 +17,15 @@ from service.errors import (
     to_http,
 )
 from service.pipeline import ServiceState, predict_image
+from service.postprocess import THRESHOLD_SCHEMA, parse_threshold
 from service.predict_request import OPENAPI, read_predict_request
 from service.schemas import BatchItem, BatchResponse, ErrorBody, ModelList, ModelSummary, PredictResponse
 
 router = APIRouter(tags=["predict"])
 PREDICT_ERRORS = error_responses(400, 401, 413, 415, 422, 500, 503, 504)
 
-Threshold = Annotated[
-    float | None, Form(ge=0, le=1, description="abstain below this confidence (default: the server's)")
-]
+# Text, parsed by the same function as /predict's and v2's threshold; documented as the number it must be.
+Threshold = Annotated[str | None, Form(json_schema_extra=THRESHOLD_SCHEMA)]
 
 
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=OPENAPI)
@@ -35,7 +35,7 @@ async def predict(request: Request) -> Response:
     cheapest way in for upload pipelines). Fields: ``category`` (required), ``declared``, ``threshold``."""
     state: ServiceState = request.app.state.service
     check_api_key(state, request.headers.get("x-api-key"), request.headers.get("authorization"))
-    state.check_accepting()
+    state.lifecycle.check_accepting()
     parsed = await read_predict_request(request)
     result = await predict_image(state, parsed.category, parsed.data, threshold=parsed.threshold,
                                  declared=parsed.declared)
@@ -60,14 +60,15 @@ async def batch(
     for name, values in (("ids", ids), ("declared", declared)):
         if values is not None and len(values) != n:
             raise InvalidRequestError(f"{len(values)} {name} for {n} images; send one per image")
-    state.check_accepting()
+    state.lifecycle.check_accepting()
+    requested_threshold = parse_threshold(threshold)
 
     async def one(index: int) -> BatchItem:
         client_id = ids[index] if ids else None
         try:
             data = await images[index].read()
             result = await predict_image(
-                state, categories[index if len(categories) > 1 else 0], data, threshold=threshold,
+                state, categories[index if len(categories) > 1 else 0], data, threshold=requested_threshold,
                 declared=declared[index] if declared else None,
             )
         except (ServiceError, BatcherError) as error:  # one bad item never fails the others
@@ -85,7 +86,7 @@ async def batch(
 async def list_models(state: State) -> ModelList:
     return ModelList(models=[
         ModelSummary(name=m.name, category=m.category.name, version=m.version, versions=list(m.versions),
-                     ready=m.ready and not state.draining, precision=m.precision, provider=m.provider,
+                     ready=m.ready and not state.lifecycle.draining, precision=m.precision, provider=m.provider,
                      error=m.error)
         for m in state.predictor.models()
     ])

@@ -1,8 +1,10 @@
 """The Open Inference Protocol (KServe v2) over HTTP/REST, so standard clients work.
 
-Inference takes one ``BYTES`` input whose elements are base64-encoded image files and answers with one
-``BYTES`` output per attribute (the value, or "" where the model abstains at the request's
-``parameters.threshold``); ``parameters.confidence`` of each output holds the confidences.
+Inference takes one ``BYTES`` input, :data:`IMAGE_FILES_INPUT`, whose elements are base64-encoded image
+files, and answers with one ``BYTES`` output per attribute (the value, or "" where the model abstains at
+the request's ``parameters.threshold``); ``parameters.confidence`` of each output holds the
+confidences. The files are preprocessed by the service, so this input is not the ONNX graph's (a float
+pixel tensor, named in the model's manifest).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from service.errors import (
     UnknownModelError,
     error_responses,
 )
-from service.models import ModelInfo
-from service.pipeline import ServiceState, infer_image, resolve_threshold
-from service.postprocess import attribute_results
+from service.pipeline import ServiceState, infer_upload
+from service.postprocess import attribute_results, parse_threshold
+from service.predictor import ModelInfo, ReadyModel
 from service.schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -38,12 +40,19 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
-INPUT_NAME = "image"
+IMAGE_FILES_INPUT = "image"
 
 
-def _model(state: ServiceState, name: str) -> ModelInfo:
+def _info(state: ServiceState, name: str) -> ModelInfo:
     try:
         return state.predictor.info(name)
+    except UnknownModelError as error:
+        raise ModelNotFoundError(str(error)) from None
+
+
+def _ready_model(state: ServiceState, name: str) -> ReadyModel:
+    try:
+        return state.predictor.ready_model(name)
     except UnknownModelError as error:
         raise ModelNotFoundError(str(error)) from None
 
@@ -67,10 +76,10 @@ async def ready(state: State, response: Response) -> Readiness:
 
 @router.get("/models/{name}", response_model=ModelMetadata, responses=error_responses(404, 422))
 async def model_metadata(state: State, name: str) -> ModelMetadata:
-    info = _model(state, name)
+    info = _info(state, name)
     return ModelMetadata(
         name=info.name, versions=[str(v) for v in info.versions or (info.version,)], platform="onnxruntime_onnx",
-        inputs=[TensorMetadata(name=INPUT_NAME, datatype="BYTES", shape=[-1],
+        inputs=[TensorMetadata(name=IMAGE_FILES_INPUT, datatype="BYTES", shape=[-1],
                                parameters={"content": "base64-encoded image file",
                                            "height": info.spec.height, "width": info.spec.width})],
         outputs=[TensorMetadata(name=a.name, datatype="BYTES", shape=[-1],
@@ -84,7 +93,7 @@ async def model_metadata(state: State, name: str) -> ModelMetadata:
 @router.get("/models/{name}/ready", response_model=Readiness,
             responses={**error_responses(404, 422), 503: {"model": Readiness}})
 async def model_ready(state: State, name: str, response: Response) -> Readiness:
-    ok = _model(state, name).ready and not state.draining
+    ok = _info(state, name).ready and not state.lifecycle.draining
     if not ok:
         response.status_code = 503
     return Readiness(ready=ok)
@@ -94,12 +103,12 @@ async def model_ready(state: State, name: str, response: Response) -> Readiness:
              dependencies=[ApiKey], responses=error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504))
 async def infer(state: State, name: str, request: InferenceRequest) -> InferenceResponse:
     started = time.perf_counter()
-    state.check_accepting()
-    info = _model(state, name)
-    info = state.ready_model(info.name)
+    state.lifecycle.check_accepting()
+    model = _ready_model(state, name)
+    info = model.info
     tensor = request.inputs[0]
-    if tensor.name != INPUT_NAME:
-        raise InvalidRequestError(f"input {tensor.name!r} is unknown; this model takes {INPUT_NAME!r}")
+    if tensor.name != IMAGE_FILES_INPUT:
+        raise InvalidRequestError(f"input {tensor.name!r} is unknown; this model takes {IMAGE_FILES_INPUT!r}")
     if tensor.shape != [len(tensor.data)]:
         raise InvalidRequestError(f"input shape {tensor.shape} does not match its {len(tensor.data)} elements")
     if len(tensor.data) > state.settings.max_batch_items:
@@ -108,10 +117,7 @@ async def infer(state: State, name: str, request: InferenceRequest) -> Inference
     unknown = [o for o in wanted if o not in info.category.attribute_names]
     if unknown:
         raise InvalidRequestError(f"unknown outputs {unknown}; outputs: {list(info.category.attribute_names)}")
-    threshold_value = request.parameters.get("threshold")
-    if threshold_value is not None and not (isinstance(threshold_value, int | float) and 0 <= threshold_value <= 1):
-        raise InvalidRequestError(f"parameters.threshold must be a number in [0, 1], got {threshold_value!r}")
-    threshold = resolve_threshold(state, threshold_value)
+    threshold = state.threshold(parse_threshold(request.parameters.get("threshold")))
     blobs = []
     for i, text in enumerate(tensor.data):
         try:
@@ -120,10 +126,10 @@ async def infer(state: State, name: str, request: InferenceRequest) -> Inference
             raise InvalidRequestError(f"input element {i} is not valid base64") from None
     # All images go to the batcher together; one bad image fails this request (the protocol has no
     # per-element errors) but never another request.
-    done = await asyncio.gather(*(infer_image(state, info, blob, started) for blob in blobs))
-    results = [attribute_results(inference.row, threshold) for inference, _ in done]
+    done = await asyncio.gather(*(infer_upload(state, model, blob, started) for blob in blobs))
+    results = [attribute_results(inference.row, threshold) for inference in done]
     for result in results:
-        state.record(info, result)
+        state.metrics.count_answer(info.name, result)
     outputs = [
         ResponseOutput(name=attr, shape=[len(results)], datatype="BYTES",
                        data=[r[attr].value or "" for r in results],

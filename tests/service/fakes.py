@@ -1,9 +1,11 @@
-"""A fake predictor implementing service.models.Predictor (no ONNX), and image bytes for API tests."""
+"""A fake predictor implementing service.predictor.Predictor (no ONNX), and image bytes for API tests."""
 
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -11,8 +13,7 @@ from PIL import Image
 from catalog.decoding import Decoder, predict_rows
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import load_taxonomy
-from service.errors import ModelNotReadyError, ShuttingDownError
-from service.models import Inference, ModelInfo, find_info
+from service.predictor import Inference, ModelInfo, find_info, not_ready
 
 # Men Tshirts: colour is uncertain (abstains at 0.5), sleeves are confidently short.
 DEFAULT_LOGITS: dict[str, list[float]] = {
@@ -51,29 +52,39 @@ class FakePredictor:
     async def start(self) -> None:
         return None
 
-    async def infer(self, name: str, pixels: np.ndarray, timeout_s: float | None = None) -> Inference:
-        if self.draining:
-            raise ShuttingDownError("draining")
+    def ready_model(self, name: str) -> FakeModel:
         info = self.info(name)
         if not info.ready:
-            raise ModelNotReadyError(f"{name} not ready")
-        self.calls.append((name, pixels.shape))
+            raise not_ready(info)
+        return FakeModel(info, self)
+
+    def answer(self, info: ModelInfo, preprocess: Callable[[], np.ndarray]) -> Inference:
+        started = time.perf_counter()
+        pixels = preprocess()  # inline: the fake has no batcher, and the images are tiny
+        preprocess_s = time.perf_counter() - started
+        self.calls.append((info.name, pixels.shape))
         if self.error is not None:
             raise self.error
         category = info.category
         logits = {a.name: np.asarray([self.logits.get(a.name, [0.0] * len(a.values))], dtype=np.float32)
                   for a in category.attributes}
-        row = predict_rows(Decoder(category), logits, threshold=0.0, top_k=3)[0]
-        return Inference(row=row, queue_wait_s=0.001, compute_s=0.002, batch_size=1)
-
-    async def infer_alone_if_idle(self, name: str, prepare: Callable[[], np.ndarray]) -> Inference | None:
-        return None  # the fake always takes the queued path, whose calls it records
+        row = predict_rows(Decoder(category), logits, top_k=3)[0]
+        return Inference(row=row, preprocess_s=preprocess_s, queue_wait_s=0.001, compute_s=0.002, batch_size=1)
 
     def begin_drain(self) -> None:
         self.draining = True
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.stopped = True
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    info: ModelInfo
+    predictor: FakePredictor
+
+    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None) -> Inference:
+        return self.predictor.answer(self.info, preprocess)
 
 
 def image_bytes(fmt: str = "JPEG", mode: str = "RGB", size: tuple[int, int] = (48, 64),
