@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import WithJsonSchema
 
 from service.batching import BatcherError
 from service.deps import ApiKey, State, check_api_key
@@ -25,7 +26,7 @@ router = APIRouter(tags=["predict"])
 PREDICT_ERRORS = error_responses(400, 401, 413, 415, 422, 500, 503, 504)
 
 # Text, parsed by the same function as /predict's and v2's threshold; documented as the number it must be.
-Threshold = Annotated[str | None, Form(json_schema_extra=THRESHOLD_SCHEMA)]
+Threshold = Annotated[str | None, WithJsonSchema(THRESHOLD_SCHEMA), Form()]
 
 
 @router.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, openapi_extra=OPENAPI)
