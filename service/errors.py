@@ -54,6 +54,12 @@ class ShuttingDownError(ServiceError):
     code = "shutting_down"
 
 
+class PreprocessBusyError(ServiceError):
+    """Heavy uploads already hold the preprocessing memory budget; shed load, like a full queue."""
+
+    code = "queue_full"
+
+
 class UnauthorizedError(ServiceError):
     code = "unauthorized"
 
@@ -81,6 +87,7 @@ _STATUS: dict[type[Exception], tuple[int, str]] = {
     UnauthorizedError: (401, UnauthorizedError.code),
     ModelNotReadyError: (503, ModelNotReadyError.code),
     ShuttingDownError: (503, ShuttingDownError.code),
+    PreprocessBusyError: (503, PreprocessBusyError.code),
     BatcherStoppedError: (503, ShuttingDownError.code),
     QueueFullError: (503, "queue_full"),
     DeadlineExceededError: (504, "deadline_exceeded"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from catalog.preprocessing import PreprocessSpec, preprocess, reduce_on_decode
 from service.errors import InvalidImageError, PayloadTooLargeError, UnsupportedMediaError
+from service.preprocess_memory import DEFAULT_LIMIT_BYTES, PreprocessMemory
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 """Pillow decoders we accept; none of them runs an outside interpreter (EPS would run Ghostscript).
@@ -20,21 +21,33 @@ The JPEG opener also yields MPO, the multi-picture JPEG many phones write."""
 # Register every plugin now: Image.open(formats=...) looks formats up in the registry, which before
 # init() holds only the few preloaded ones; and _identify_refused needs them all to name a format.
 Image.init()
+# Sizes are checked here against the service's own limits, from the header. Pillow's bomb *warning* is
+# silenced once, process-wide: warnings.catch_warnings() around each decode is not thread-safe (its
+# filters leaked between decode threads and turned a 413 into a 422 under load). Pillow's bomb *error*
+# (over twice its own limit) still stops Image.open and is answered 413.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int
     max_pixels: int
+    memory: PreprocessMemory = field(default_factory=lambda: PreprocessMemory(DEFAULT_LIMIT_BYTES))
+
+
+def cheap_to_preprocess(data: bytes) -> bool:
+    """A JPEG: decoded reduced in the DCT domain (draft mode), so its cost is small whatever its size.
+    Only such uploads may be preprocessed on a model's own worker thread (the lone-request path)."""
+    return data.startswith(JPEG_MAGIC)
 
 
 def _identify_refused(data: bytes) -> str | None:
     """The format of a file Pillow knows but we refuse, read from its header only (no decoding)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                return image.format
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
     except Exception:  # not an image at all
         return None
 
@@ -67,16 +80,16 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 
 def preprocess_upload(data: bytes, spec: PreprocessSpec, limits: ImageLimits) -> np.ndarray:
-    """Encoded bytes -> float32 CHW tensor exactly as the manifest's spec says."""
+    """Encoded bytes -> float32 CHW tensor exactly as the manifest's spec says. Its memory is estimated
+    from the header and reserved before any pixel is decoded."""
     image = reduce_on_decode(open_image(data, limits), spec)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with limits.memory.reserve(image):
+        try:
             image.load()
-        # The core's preprocessing from here, as in training and export (the reduction is done already).
-        return preprocess(image, spec)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise PayloadTooLargeError(f"decompression bomb refused: {error}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError; keep its reason.
-        raise InvalidImageError(f"cannot decode the image: {error}") from None
+            # The core's preprocessing from here, as in training and export (the reduction is done already).
+            return preprocess(image, spec)
+        except Image.DecompressionBombError as error:
+            raise PayloadTooLargeError(f"decompression bomb refused: {error}") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            # Pillow reports truncated and corrupt data as OSError/SyntaxError; keep its reason.
+            raise InvalidImageError(f"cannot decode the image: {error}") from None

@@ -85,8 +85,9 @@ class OnnxModel:
                   for spec, out in zip(self._manifest.attributes, outputs, strict=True)}
         return predict_rows(self._decoder, logits, top_k=self._top_k)
 
-    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None) -> Inference:
-        done = await self.batcher.submit(preprocess, timeout_s=timeout_s)
+    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
+                    cheap: bool = False) -> Inference:
+        done = await self.batcher.submit(preprocess, timeout_s=timeout_s, may_run_alone=cheap)
         return Inference(done.value, done.prepare_s, done.queue_wait_s, done.run_s, done.batch_size)
 
 

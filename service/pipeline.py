@@ -14,6 +14,7 @@ from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
 from service.postprocess import build_response, parse_declared
 from service.predictor import Inference, Predictor, ReadyModel
+from service.preprocess_memory import PreprocessMemory
 from service.schemas import PredictResponse, Timings
 from service.settings import Settings
 
@@ -31,7 +32,8 @@ class ServiceState:
     def __post_init__(self) -> None:
         s = self.settings
         self.lifecycle = Lifecycle(drain_budget_s=s.shutdown_delay_s + s.drain_timeout_s)
-        self.limits = images.ImageLimits(s.max_upload_bytes, s.max_image_pixels)
+        self.limits = images.ImageLimits(s.max_upload_bytes, s.max_image_pixels,
+                                         PreprocessMemory(s.preprocess_memory_bytes))
 
     @property
     def ready(self) -> bool:
@@ -49,7 +51,8 @@ async def infer_upload(state: ServiceState, model: ReadyModel, data: bytes, star
     """Admit (or refuse with 503 at once), preprocess, then wait for the image's batch. The deadline
     runs from the request's arrival (``started``), not from its queueing."""
     remaining_s = max(0.001, state.settings.request_timeout_s - (time.perf_counter() - started))
-    inference = await model.infer(partial(images.preprocess_upload, data, model.info.spec, state.limits), remaining_s)
+    inference = await model.infer(partial(images.preprocess_upload, data, model.info.spec, state.limits),
+                                  remaining_s, cheap=images.cheap_to_preprocess(data))
     state.metrics.observe_timings(model.info.name, inference.preprocess_s, inference.queue_wait_s)
     return inference
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.preprocess_memory import DEFAULT_LIMIT_BYTES
+
 ENV_PREFIX = "CATALOG_SERVICE_"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models" / "demo"
 RENAMED = {"DECODE_ALONE_WHEN_IDLE": "PREPROCESS_ALONE_WHEN_IDLE"}
@@ -81,6 +83,12 @@ class Settings(BaseSettings):
     """Largest accepted image file (413 above)."""
     max_image_pixels: int = Field(default=50_000_000, ge=64)
     """Largest accepted decoded image, width x height (413 above: decompression bombs)."""
+    preprocess_memory_bytes: int = Field(default=DEFAULT_LIMIT_BYTES, ge=16 * 1024 * 1024)
+    """Estimated memory that large uploads may hold while being preprocessed, all requests together
+    (estimated from each image's header before decoding: pixels x bytes per pixel of its mode). An
+    image needing more than this alone is refused (413); one that does not fit beside those in progress
+    is shed (503, Retry-After). Uploads needing 16 MB or less (every JPEG, which decodes reduced) do not
+    count against it."""
     max_batch_items: int = Field(default=64, ge=1, le=1024)
     """Most images in one ``/batch`` or v2 infer request (413 above)."""
     max_request_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)

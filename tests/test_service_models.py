@@ -108,9 +108,9 @@ def test_an_idle_model_preprocesses_and_runs_a_lone_image_in_one_worker_call(tmp
         await loader.start()
         try:
             served = loader.ready_model("men_tshirts")
-            alone = await served.infer(prepare, None)
+            alone = await served.infer(prepare, None, cheap=True)
             busy = served.batcher.submit(pixels(image))  # takes the slot and the lone path
-            queued = asyncio.ensure_future(served.infer(prepare, None))  # finds it busy: preprocess pool
+            queued = asyncio.ensure_future(served.infer(prepare, None, cheap=True))  # busy: preprocess pool
             await busy
             return alone, await queued
         finally:

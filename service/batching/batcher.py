@@ -145,16 +145,18 @@ class Batcher(Generic[T, R]):
 
     # -- submission ------------------------------------------------------------------------------
 
-    async def submit(self, prepare: Callable[[], T], *, timeout_s: float | None = None) -> Completed[R]:
+    async def submit(self, prepare: Callable[[], T], *, timeout_s: float | None = None,
+                     may_run_alone: bool = True) -> Completed[R]:
         """Admit, prepare and batch one item and wait for its result. ``timeout_s`` (default: the
-        config's) bounds the time from now until its batch starts, not the batch's own run time."""
+        config's) bounds the time from now until its batch starts, not the batch's own run time.
+        ``may_run_alone=False`` keeps an expensive ``prepare`` off the handler's worker thread."""
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         self._admit(timeout)
         submitted = self._clock()
         self._admitted += 1
         self._report_load()
         try:
-            handler = self._lone_handler()
+            handler = self._lone_handler() if may_run_alone else None
             if handler is not None:
                 return await self._run_alone(prepare, handler)
             value, prepare_s = await self._prepare(prepare)

@@ -83,7 +83,8 @@ class FakeModel:
     info: ModelInfo
     predictor: FakePredictor
 
-    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None) -> Inference:
+    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
+                    cheap: bool = False) -> Inference:
         return self.predictor.answer(self.info, preprocess)
 
 
