@@ -82,10 +82,6 @@ class PreprocessSpec:
                 values[key] = tuple(values[key])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
 
-    @classmethod
-    def square(cls, size: int, **kwargs: object) -> PreprocessSpec:
-        return cls(height=size, width=size, **kwargs)  # type: ignore[arg-type]
-
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Upright RGB: EXIF orientation applied, any mode converted, transparency composited on white."""

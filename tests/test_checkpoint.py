@@ -15,7 +15,7 @@ def saved(tmp_path):
     category = load_taxonomy()["men_tshirts"]
     model = CategoryModel(build_backbone("convnext-test"), value_orders_for(category), head_hidden=16).eval()
     info = make_info(
-        model, category, PreprocessSpec.square(32), "convnext-test",
+        model, category, PreprocessSpec(height=32, width=32), "convnext-test",
         calibration={"color": AttributeCalibration(1.5, (0.1, -0.2, 0.0, 0.3))},
         rules=[ConsistencyRule("pattern", "solid", "print_or_pattern_type", "solid", 0.99, 40)],
         metrics={"score": 0.5},
@@ -33,7 +33,7 @@ def test_roundtrip_gives_same_outputs_and_info(tmp_path):
         for name, logits in model(x).items():
             torch.testing.assert_close(loaded(x)[name], logits)
     assert info.category == "Men Tshirts" and info.slug == "men_tshirts"
-    assert info.preprocessing == PreprocessSpec.square(32)
+    assert info.preprocessing == PreprocessSpec(height=32, width=32)
     assert info.calibration["color"].offsets == (0.1, -0.2, 0.0, 0.3)
     assert str(info.rules[0]) == "pattern='solid' => print_or_pattern_type='solid'"
     assert info.metrics == {"score": 0.5}
