@@ -6,7 +6,15 @@ from catalog.decoding import AttributeCalibration, ConsistencyRule
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import load_taxonomy
 from model_training.backbone import build_backbone
-from model_training.checkpoint import CheckpointError, load_checkpoint, make_info, save_checkpoint
+from model_training.checkpoint import (
+    INFO_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    find_checkpoint_dirs,
+    load_checkpoint,
+    make_info,
+    save_checkpoint,
+)
 from model_training.model import CategoryModel, value_orders_for
 
 
@@ -67,3 +75,31 @@ def test_strict_loading_rejects_shape_mismatch(tmp_path):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
+
+
+def fake_checkpoint(folder):
+    """Discovery only looks at the two file names, so empty files are enough."""
+    folder.mkdir(parents=True)
+    (folder / INFO_NAME).touch()
+    (folder / WEIGHTS_NAME).touch()
+    return folder
+
+
+def test_checkpoint_discovery_takes_a_checkpoint_or_the_checkpoints_just_below_a_run_folder(tmp_path):
+    single = fake_checkpoint(tmp_path / "single")
+    assert find_checkpoint_dirs(single) == [single]
+    run = tmp_path / "run"
+    kurtis, men = fake_checkpoint(run / "kurtis"), fake_checkpoint(run / "men_tshirts")
+    (run / "notes").mkdir()
+    fake_checkpoint(run / "men_tshirts" / "nested")
+    assert find_checkpoint_dirs(run) == [kurtis, men]
+    assert find_checkpoint_dirs(str(run)) == [kurtis, men]
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.write_text("x"), lambda p: None],
+                         ids=["empty folder", "file", "missing"])
+def test_checkpoint_discovery_without_checkpoints_is_an_error(tmp_path, make):
+    path = tmp_path / "run"
+    make(path)
+    with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a folder of checkpoint"):
+        find_checkpoint_dirs(path)
