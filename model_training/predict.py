@@ -23,6 +23,7 @@ from catalog.taxonomy import load_taxonomy
 from model_training.checkpoint import CheckpointError, CheckpointInfo, find_checkpoint_dirs, load_checkpoint, read_info
 from model_training.data import ImageDataset, encode_targets
 from model_training.model import CategoryModel
+from model_training.runtime import resolve_device
 from model_training.validation import collect_logits
 
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-calibration", action="store_true", help="decode raw logits (ablation)")
     parser.add_argument("--no-rules", action="store_true", help="decode without consistency rules (ablation)")
     args = parser.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     taxonomy = load_taxonomy()
     try:
         checkpoints = resolve_checkpoints(args.checkpoint)

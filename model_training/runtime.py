@@ -35,14 +35,18 @@ class Runtime:
         return self.world_size > 1
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU; any other name is a torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     """Single process, or DDP when launched by torchrun (which sets WORLD_SIZE/RANK/LOCAL_RANK)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     if world_size > 1:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device.type == "cuda":

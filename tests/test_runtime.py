@@ -1,7 +1,7 @@
 import torch
 
 from model_training.config import TrainConfig
-from model_training.runtime import Runtime, autocast, log, setup_runtime
+from model_training.runtime import Runtime, autocast, log, resolve_device, setup_runtime
 
 
 def test_a_plain_process_is_the_single_main_rank_in_full_precision_on_the_cpu(monkeypatch):
@@ -24,3 +24,11 @@ def test_autocast_is_mixed_precision_only_with_an_amp_dtype():
         assert (a @ b).dtype == torch.float32
     with autocast(torch.device("cpu"), torch.bfloat16):
         assert (a @ b).dtype == torch.bfloat16
+
+
+def test_auto_picks_cuda_only_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
