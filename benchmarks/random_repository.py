@@ -27,7 +27,7 @@ def build_random_repository(repository: Path, *, slug: str = "men_tshirts", back
     torch.manual_seed(seed)
     category = load_taxonomy()[slug]
     model = CategoryModel(build_backbone(backbone), value_orders_for(category)).eval()
-    info = make_info(model, category, PreprocessSpec.square(image_size), backbone)
+    info = make_info(model, category, PreprocessSpec(height=image_size, width=image_size), backbone)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = save_checkpoint(Path(tmp) / slug, model, info)
         result = export_checkpoint(checkpoint, repository, version_number=1, precision=precision)

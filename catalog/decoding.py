@@ -53,9 +53,6 @@ class ConsistencyRule:
     confidence: float = 1.0
     support: int = 0
 
-    def violated_by(self, values: Mapping[str, str]) -> bool:
-        return values.get(self.if_attribute) == self.if_value and values.get(self.then_attribute) != self.then_value
-
     def to_dict(self) -> dict[str, object]:
         return {"if": [self.if_attribute, self.if_value], "then": [self.then_attribute, self.then_value],
                 "confidence": self.confidence, "support": self.support}

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from catalog.decoding import AttributeCalibration, ConsistencyRule, Decoder, validate_rules
-from catalog.preprocessing import PreprocessSpec
+from catalog.preprocessing import Interpolation, PreprocessSpec, ResizeMode
 from catalog.taxonomy import Category, Taxonomy, TaxonomyError, load_taxonomy
 
 MANIFEST_FORMAT_VERSION = 1
@@ -52,8 +52,8 @@ class TensorSpec(_Strict):
 class PreprocessingModel(_Strict):
     height: int
     width: int
-    resize: Literal["stretch", "letterbox"]
-    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"]
+    resize: ResizeMode
+    interpolation: Interpolation
     mean: list[float] = Field(min_length=3, max_length=3)
     std: list[float] = Field(min_length=3, max_length=3)
 

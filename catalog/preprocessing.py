@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -18,6 +18,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ResizeMode = Literal["stretch", "letterbox"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
+DEFAULT_IMAGE_SIZE = 512
+DEFAULT_RESIZE: ResizeMode = "stretch"
+DEFAULT_INTERPOLATION: Interpolation = "bilinear"
 
 _RESAMPLE: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST,
@@ -37,18 +41,18 @@ class PreprocessSpec:
     """Resize to ``height`` x ``width`` (stretched, as published, or letterboxed on white), scale to
     [0, 1], normalise by ``mean``/``std``; the tensor is float32, RGB, channels first (NCHW)."""
 
-    height: int = 512
-    width: int = 512
-    resize: ResizeMode = "stretch"
-    interpolation: Interpolation = "bilinear"
+    height: int = DEFAULT_IMAGE_SIZE
+    width: int = DEFAULT_IMAGE_SIZE
+    resize: ResizeMode = DEFAULT_RESIZE
+    interpolation: Interpolation = DEFAULT_INTERPOLATION
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if not (8 <= self.height <= 4096 and 8 <= self.width <= 4096):
             raise PreprocessError(f"image size {self.height}x{self.width} is outside 8..4096 pixels")
-        if self.resize not in ("stretch", "letterbox"):
-            raise PreprocessError(f"unknown resize mode {self.resize!r}; allowed: 'stretch', 'letterbox'")
+        if self.resize not in RESIZE_MODES:
+            raise PreprocessError(f"unknown resize mode {self.resize!r}; allowed: {', '.join(map(repr, RESIZE_MODES))}")
         if self.interpolation not in _RESAMPLE:
             raise PreprocessError(
                 f"unknown interpolation {self.interpolation!r}; allowed: {', '.join(map(repr, _RESAMPLE))}"
@@ -77,10 +81,6 @@ class PreprocessSpec:
             if key in values:
                 values[key] = tuple(values[key])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
-
-    @classmethod
-    def square(cls, size: int, **kwargs: object) -> PreprocessSpec:
-        return cls(height=size, width=size, **kwargs)  # type: ignore[arg-type]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -19,17 +19,7 @@ from catalog.manifest import ManifestError
 from export.exporter import DEFAULT_MAX_SCORE_DROP_POINTS, ExportError, export_checkpoint
 from export.precision import PRECISIONS, PrecisionError
 from export.repository import RepositoryError
-from model_training.checkpoint import is_checkpoint_dir
-
-
-def checkpoint_dirs(path: Path) -> list[Path]:
-    """The checkpoint itself, or every checkpoint directly below a run directory."""
-    if is_checkpoint_dir(path):
-        return [path]
-    found = sorted(p for p in path.iterdir() if is_checkpoint_dir(p)) if path.is_dir() else []
-    if not found:
-        raise ExportError(f"{path}: neither a checkpoint directory nor a folder of checkpoint directories")
-    return found
+from model_training.checkpoint import CheckpointError, find_checkpoint_dirs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
     try:
-        for checkpoint in checkpoint_dirs(args.checkpoint):
+        for checkpoint in find_checkpoint_dirs(args.checkpoint):
             result = export_checkpoint(
                 checkpoint, args.repository, version_number=args.version, precision=args.precision,
                 validation_data=args.validation_data, validation_images=args.validation_images,
@@ -64,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if "score" in checks:
                     line += f"  score drop {checks['score']['drop_points']:+.2f} pts"
             print(f"{line}  -> {result.path}")
-    except (ExportError, PrecisionError, RepositoryError, ManifestError, DatasetError) as error:
+    except (CheckpointError, ExportError, PrecisionError, RepositoryError, ManifestError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

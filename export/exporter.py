@@ -17,7 +17,7 @@ from PIL import Image
 from catalog.dataset import LabelRow, read_labels
 from catalog.manifest import MODEL_NAME, Manifest, load_manifest, sha256_file
 from catalog.preprocessing import PreprocessSpec, preprocess
-from catalog.taxonomy import Taxonomy, load_taxonomy
+from catalog.taxonomy import Category, Taxonomy, load_taxonomy
 from export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, export_onnx
 from export.precision import Precision, check_precision, convert
 from export.repository import next_version, staged_version
@@ -124,66 +124,96 @@ def export_checkpoint(
     check_checkpoint_taxonomy(info, taxonomy)
     category = taxonomy.category(info.category)
     names = list(info.attribute_names)
-    spec = info.preprocessing
-
-    rows: list[LabelRow] = []
-    if validation_data is not None:
-        rows = validation_rows(validation_data, category.name, validation_images)
-        batch = load_batch(rows, spec)
-    else:
-        log.warning("no --validation-data: parity is checked on random inputs and no score drop is measured")
-        batch = random_batch(spec)
+    rows, batch = verification_inputs(info.preprocessing, category.name, validation_data, validation_images)
     reference = run_torch(model, batch, names)
 
     version_number = version_number or next_version(repository, category.slug)
     with tempfile.TemporaryDirectory() as scratch, staged_version(repository, category.slug, version_number) as stage:
         fp32_path = Path(scratch) / "model.fp32.onnx"
-        export_onnx(model, names, spec.input_shape, fp32_path, opset)
-        fp32 = compare(reference, run_onnx(onnx_session(fp32_path), batch, names))
-        if fp32.max_abs_diff > FP32_MAX_ABS_DIFF or fp32.argmax_agreement < 1.0:
-            raise ExportError(
-                f"fp32 ONNX does not match PyTorch: max |logit diff| {fp32.max_abs_diff:.3g} (limit "
-                f"{FP32_MAX_ABS_DIFF}), argmax agreement {fp32.argmax_agreement:.4f} (must be 1.0)"
-            )
-        verification: dict[str, Any] = {"fp32": fp32.to_dict(), "images": len(batch),
-                                         "image_source": str(validation_data) if rows else "random"}
+        export_onnx(model, names, info.preprocessing.input_shape, fp32_path, opset)
+        verification: dict[str, Any] = {"fp32": verify_fp32(fp32_path, reference, batch, names),
+                                        "images": len(batch),
+                                        "image_source": str(validation_data) if rows else "random"}
         model_path = stage / MODEL_NAME
         convert(fp32_path, model_path, chosen)
         if chosen != "fp32":
-            variant = compare(reference, run_onnx(onnx_session(model_path), batch, names))
-            verification[chosen] = variant.to_dict()
-            if rows:
-                decoder = info.decoder()
-                base = competition_score(decoder, reference, rows)
-                reduced = competition_score(decoder, run_onnx(onnx_session(model_path), batch, names), rows)
-                drop_points = (base - reduced) * 100
-                verification["score"] = {"fp32": base, chosen: reduced, "drop_points": drop_points,
-                                         "max_drop_points": max_score_drop_points, "forced": force}
-                if drop_points > max_score_drop_points and not force:
-                    raise ExportError(
-                        f"{chosen} costs {drop_points:.2f} points of competition score on {len(rows)} validation "
-                        f"images (limit {max_score_drop_points}); pass --force to export anyway"
-                    )
-        manifest = Manifest.model_validate(dict(
-            category=category.name,
-            slug=category.slug,
-            version=version_number,
-            attributes=[{"name": n, "column": category.attribute(n).column, "values": list(info.value_orders[n]),
-                         "output": n} for n in names],
-            input={"name": INPUT_NAME, "shape": ["batch", *spec.input_shape], "dtype": "float32"},
-            preprocessing=spec.to_dict(),
-            calibration={n: c.to_dict() for n, c in info.calibration.items()},
-            rules=[r.to_dict() for r in info.rules],
-            precision=chosen,
-            opset=opset,
-            sha256=sha256_file(model_path),
-            source={"checkpoint": _display_path(checkpoint), "validation_metrics": info.metrics,
-                    "git_commit": info.git_commit, "backbone": info.backbone.get("name")},
-            verification=verification,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            library_versions=library_versions(),
-        ))
+            verification.update(verify_reduced(model_path, chosen, info, reference, batch, rows,
+                                               max_score_drop_points, force))
+        manifest = build_manifest(info, category, version_number, chosen, opset, model_path, verification,
+                                  checkpoint)
         manifest.write(stage)
         load_manifest(stage)
     final = Path(repository) / category.slug / str(version_number)
     return ExportResult(final, load_manifest(final))
+
+
+def verification_inputs(spec: PreprocessSpec, category_name: str, validation_data: str | Path | None,
+                        validation_images: int) -> tuple[list[LabelRow], np.ndarray]:
+    """Labelled validation rows and their preprocessed batch; random inputs (and no rows) without data."""
+    if validation_data is None:
+        log.warning("no --validation-data: parity is checked on random inputs and no score drop is measured")
+        return [], random_batch(spec)
+    rows = validation_rows(validation_data, category_name, validation_images)
+    return rows, load_batch(rows, spec)
+
+
+def verify_fp32(fp32_path: Path, reference: dict[str, np.ndarray], batch: np.ndarray,
+                names: list[str]) -> dict[str, Any]:
+    """The fp32 ONNX model must reproduce PyTorch's logits; its parity numbers for the manifest."""
+    fp32 = compare(reference, run_onnx(onnx_session(fp32_path), batch, names))
+    if fp32.max_abs_diff > FP32_MAX_ABS_DIFF or fp32.argmax_agreement < 1.0:
+        raise ExportError(
+            f"fp32 ONNX does not match PyTorch: max |logit diff| {fp32.max_abs_diff:.3g} (limit "
+            f"{FP32_MAX_ABS_DIFF}), argmax agreement {fp32.argmax_agreement:.4f} (must be 1.0)"
+        )
+    return fp32.to_dict()
+
+
+def verify_reduced(model_path: Path, precision: Precision, info: CheckpointInfo, reference: dict[str, np.ndarray],
+                   batch: np.ndarray, rows: list[LabelRow], max_score_drop_points: float,
+                   force: bool) -> dict[str, Any]:
+    """Parity of a reduced-precision model and, on labelled rows, the competition score it costs (refused
+    above ``max_score_drop_points`` unless forced)."""
+    names = list(info.attribute_names)
+    logits = run_onnx(onnx_session(model_path), batch, names)
+    verification: dict[str, Any] = {precision: compare(reference, logits).to_dict()}
+    if not rows:
+        return verification
+    decoder = info.decoder()
+    base = competition_score(decoder, reference, rows)
+    reduced = competition_score(decoder, logits, rows)
+    drop_points = (base - reduced) * 100
+    verification["score"] = {"fp32": base, precision: reduced, "drop_points": drop_points,
+                             "max_drop_points": max_score_drop_points, "forced": force}
+    if drop_points > max_score_drop_points and not force:
+        raise ExportError(
+            f"{precision} costs {drop_points:.2f} points of competition score on {len(rows)} validation "
+            f"images (limit {max_score_drop_points}); pass --force to export anyway"
+        )
+    return verification
+
+
+def build_manifest(info: CheckpointInfo, category: Category, version_number: int, precision: Precision, opset: int,
+                   model_path: Path, verification: dict[str, Any], checkpoint: str | Path) -> Manifest:
+    """The manifest of an exported, verified model: everything the service needs to serve it."""
+    names = list(info.attribute_names)
+    spec = info.preprocessing
+    return Manifest.model_validate(dict(
+        category=category.name,
+        slug=category.slug,
+        version=version_number,
+        attributes=[{"name": n, "column": category.attribute(n).column, "values": list(info.value_orders[n]),
+                     "output": n} for n in names],
+        input={"name": INPUT_NAME, "shape": ["batch", *spec.input_shape], "dtype": "float32"},
+        preprocessing=spec.to_dict(),
+        calibration={n: c.to_dict() for n, c in info.calibration.items()},
+        rules=[r.to_dict() for r in info.rules],
+        precision=precision,
+        opset=opset,
+        sha256=sha256_file(model_path),
+        source={"checkpoint": _display_path(checkpoint), "validation_metrics": info.metrics,
+                "git_commit": info.git_commit, "backbone": info.backbone.get("name")},
+        verification=verification,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        library_versions=library_versions(),
+    ))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import onnx
 
-Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+from catalog.manifest import Precision
+
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 INT8_OP_TYPES = ("MatMul", "Gemm")
 
 
@@ -27,7 +28,7 @@ class PrecisionError(ValueError):
 def check_precision(precision: str) -> Precision:
     if precision not in PRECISIONS:
         raise PrecisionError(f"unknown precision {precision!r}; allowed: {', '.join(map(repr, PRECISIONS))}")
-    return precision  # type: ignore[return-value]
+    return precision
 
 
 def convert(fp32_path: str | Path, target_path: str | Path, precision: Precision,

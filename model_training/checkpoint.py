@@ -215,3 +215,15 @@ def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> tuple[Cat
 
 def is_checkpoint_dir(path: str | Path) -> bool:
     return (Path(path) / INFO_NAME).is_file() and (Path(path) / WEIGHTS_NAME).is_file()
+
+
+def find_checkpoint_dirs(path: str | Path) -> list[Path]:
+    """``path`` itself if it is a checkpoint directory, else every checkpoint directly below it (what
+    ``train --category all`` writes), sorted; a folder holding none is an error, not an empty list."""
+    folder = Path(path)
+    if is_checkpoint_dir(folder):
+        return [folder]
+    found = sorted(p for p in folder.iterdir() if is_checkpoint_dir(p)) if folder.is_dir() else []
+    if not found:
+        raise CheckpointError(f"{folder}: neither a checkpoint directory nor a folder of checkpoint directories")
+    return found

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args, get_type_hints
 
+from catalog.preprocessing import DEFAULT_IMAGE_SIZE, DEFAULT_INTERPOLATION, DEFAULT_RESIZE, Interpolation, ResizeMode
 from model_training.backbone import DEFAULT_BACKBONE
 
 LossKind = Literal["ce", "balanced", "logit_adjusted"]
@@ -26,9 +27,9 @@ class TrainConfig:
     out: str = "runs/latest"
     backbone: str = DEFAULT_BACKBONE
     """Hub id, local ``save_pretrained`` directory, or convnext-base/-tiny/-atto/-test (random init)."""
-    image_size: int = 512
-    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
-    resize: Literal["stretch", "letterbox"] = "stretch"
+    image_size: int = DEFAULT_IMAGE_SIZE
+    interpolation: Interpolation = DEFAULT_INTERPOLATION
+    resize: ResizeMode = DEFAULT_RESIZE
     epochs_t1: int = 10
     epochs_t2: int = 5
     batch_size: int = 16

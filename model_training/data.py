@@ -119,6 +119,13 @@ class ImageDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             with ThreadPoolExecutor(max(1, threads)) as pool:
                 self.cache = list(pool.map(lambda row: resize(load_image(row, self.spec), self.spec), self.rows))
 
+    def unaugmented(self) -> ImageDataset:
+        """The same rows and targets without augmentation, sharing this dataset's image cache as it is now
+        (T2 extracts features from the images T1 trained on without decoding them a second time)."""
+        view = ImageDataset(self.rows, self.targets.numpy(), self.spec)
+        view.cache = self.cache
+        return view
+
     def __len__(self) -> int:
         return len(self.rows)
 

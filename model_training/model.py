@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 from transformers import ConvNextModel
 
@@ -85,13 +84,3 @@ class CategoryModel(nn.Module):
 
     def forward(self, pixel_values: Tensor) -> dict[str, Tensor]:
         return self.forward_heads(self.features(pixel_values))
-
-    def forward_tuple(self, pixel_values: Tensor) -> tuple[Tensor, ...]:
-        """Logits as a tuple in :attr:`attribute_names` order (for exporters that want positional outputs)."""
-        out = self.forward(pixel_values)
-        return tuple(out[name] for name in self.attribute_names)
-
-
-@torch.no_grad()
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

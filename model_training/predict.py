@@ -20,22 +20,18 @@ from torch.utils.data import DataLoader
 from catalog.dataset import DatasetError, LabelRow, read_split, write_submission
 from catalog.decoding import predict_rows
 from catalog.taxonomy import load_taxonomy
-from model_training.checkpoint import CheckpointError, CheckpointInfo, is_checkpoint_dir, load_checkpoint, read_info
+from model_training.checkpoint import CheckpointError, CheckpointInfo, find_checkpoint_dirs, load_checkpoint, read_info
 from model_training.data import ImageDataset, encode_targets
 from model_training.model import CategoryModel
+from model_training.runtime import resolve_device
 from model_training.validation import collect_logits
 
 
 def resolve_checkpoints(paths: Sequence[str | Path]) -> dict[str, Path]:
     """Category name -> checkpoint directory; a parent directory contributes every checkpoint below it."""
     found: dict[str, Path] = {}
-    for raw in paths:
-        path = Path(raw)
-        candidates = [path] if is_checkpoint_dir(path) else sorted(p for p in path.iterdir() if is_checkpoint_dir(p)) \
-            if path.is_dir() else []
-        if not candidates:
-            raise CheckpointError(f"{path}: neither a checkpoint directory nor a parent of any")
-        for candidate in candidates:
+    for path in paths:
+        for candidate in find_checkpoint_dirs(path):
             category = read_info(candidate).category
             if category in found:
                 raise CheckpointError(f"two checkpoints for {category!r}: {found[category]} and {candidate}")
@@ -69,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-calibration", action="store_true", help="decode raw logits (ablation)")
     parser.add_argument("--no-rules", action="store_true", help="decode without consistency rules (ablation)")
     args = parser.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     taxonomy = load_taxonomy()
     try:
         checkpoints = resolve_checkpoints(args.checkpoint)

@@ -9,7 +9,6 @@ over labelled rows (macro over the union of true and predicted values), averaged
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from catalog.decoding import Decoder
 from catalog.metric import harmonic_mean
+from model_training.losses import MaskedMultiTaskLoss
+from model_training.runtime import autocast
 
 
 def attribute_hm(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
@@ -52,10 +53,23 @@ def attribute_scores(decoder: Decoder, logits: Mapping[str, np.ndarray], targets
     return out
 
 
+def mean_attribute_score(scores: Mapping[str, float]) -> float:
+    """The competition's category score from :func:`attribute_scores`: their mean (0 when none is scored)."""
+    return float(np.mean(list(scores.values()))) if scores else 0.0
+
+
 def category_score(decoder: Decoder, logits: Mapping[str, np.ndarray], targets: np.ndarray) -> float:
     """The competition's category score: mean HM over attributes with labelled rows."""
-    scores = attribute_scores(decoder, logits, targets)
-    return float(np.mean(list(scores.values()))) if scores else 0.0
+    return mean_attribute_score(attribute_scores(decoder, logits, targets))
+
+
+@torch.no_grad()
+def validation_loss(criterion: MaskedMultiTaskLoss, logits: Mapping[str, np.ndarray], targets: np.ndarray,
+                    device: torch.device) -> float:
+    """The training loss over collected logits, computed on ``device`` (where ``criterion`` lives)."""
+    loss, _ = criterion({name: torch.from_numpy(value).to(device) for name, value in logits.items()},
+                        torch.from_numpy(targets).to(device))
+    return float(loss)
 
 
 @torch.no_grad()
@@ -66,9 +80,8 @@ def collect_logits(model: nn.Module, loader: DataLoader[Any], device: torch.devi
     model.eval()
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in attribute_names}
     targets: list[np.ndarray] = []
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     for pixels, target in loader:
-        with autocast:
+        with autocast(device, amp_dtype):
             out = model(pixels.to(device, non_blocking=True))
         for name in attribute_names:
             chunks[name].append(out[name].float().cpu().numpy())

@@ -6,7 +6,15 @@ from catalog.decoding import AttributeCalibration, ConsistencyRule
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import load_taxonomy
 from model_training.backbone import build_backbone
-from model_training.checkpoint import CheckpointError, load_checkpoint, make_info, save_checkpoint
+from model_training.checkpoint import (
+    INFO_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    find_checkpoint_dirs,
+    load_checkpoint,
+    make_info,
+    save_checkpoint,
+)
 from model_training.model import CategoryModel, value_orders_for
 
 
@@ -15,7 +23,7 @@ def saved(tmp_path):
     category = load_taxonomy()["men_tshirts"]
     model = CategoryModel(build_backbone("convnext-test"), value_orders_for(category), head_hidden=16).eval()
     info = make_info(
-        model, category, PreprocessSpec.square(32), "convnext-test",
+        model, category, PreprocessSpec(height=32, width=32), "convnext-test",
         calibration={"color": AttributeCalibration(1.5, (0.1, -0.2, 0.0, 0.3))},
         rules=[ConsistencyRule("pattern", "solid", "print_or_pattern_type", "solid", 0.99, 40)],
         metrics={"score": 0.5},
@@ -33,7 +41,7 @@ def test_roundtrip_gives_same_outputs_and_info(tmp_path):
         for name, logits in model(x).items():
             torch.testing.assert_close(loaded(x)[name], logits)
     assert info.category == "Men Tshirts" and info.slug == "men_tshirts"
-    assert info.preprocessing == PreprocessSpec.square(32)
+    assert info.preprocessing == PreprocessSpec(height=32, width=32)
     assert info.calibration["color"].offsets == (0.1, -0.2, 0.0, 0.3)
     assert str(info.rules[0]) == "pattern='solid' => print_or_pattern_type='solid'"
     assert info.metrics == {"score": 0.5}
@@ -67,3 +75,31 @@ def test_strict_loading_rejects_shape_mismatch(tmp_path):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
+
+
+def fake_checkpoint(folder):
+    """Discovery only looks at the two file names, so empty files are enough."""
+    folder.mkdir(parents=True)
+    (folder / INFO_NAME).touch()
+    (folder / WEIGHTS_NAME).touch()
+    return folder
+
+
+def test_checkpoint_discovery_takes_a_checkpoint_or_the_checkpoints_just_below_a_run_folder(tmp_path):
+    single = fake_checkpoint(tmp_path / "single")
+    assert find_checkpoint_dirs(single) == [single]
+    run = tmp_path / "run"
+    kurtis, men = fake_checkpoint(run / "kurtis"), fake_checkpoint(run / "men_tshirts")
+    (run / "notes").mkdir()
+    fake_checkpoint(run / "men_tshirts" / "nested")
+    assert find_checkpoint_dirs(run) == [kurtis, men]
+    assert find_checkpoint_dirs(str(run)) == [kurtis, men]
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.write_text("x"), lambda p: None],
+                         ids=["empty folder", "file", "missing"])
+def test_checkpoint_discovery_without_checkpoints_is_an_error(tmp_path, make):
+    path = tmp_path / "run"
+    make(path)
+    with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a folder of checkpoint"):
+        find_checkpoint_dirs(path)

@@ -7,6 +7,11 @@ from catalog.taxonomy import UnknownValueError, load_taxonomy
 MEN = load_taxonomy()["men_tshirts"]
 
 
+def violates(rule, values):
+    """The rule's definition, checked on one row of decoded values."""
+    return values.get(rule.if_attribute) == rule.if_value and values.get(rule.then_attribute) != rule.then_value
+
+
 def logits_for(rows):
     """rows: list of {attribute: {value: logit}}; unspecified logits are 0."""
     out = {}
@@ -42,7 +47,7 @@ def test_joint_decoding_picks_most_probable_combination_that_breaks_no_rule():
     (row,) = decoder.decode(decoder.probabilities(logits))
     values = {a.name: a.values[row[a.name]] for a in MEN.attributes}
     assert values["pattern"] == "printed" and values["print_or_pattern_type"] == "typography"
-    assert not rule.violated_by(values)
+    assert not violates(rule, values)
 
 
 def test_consistent_argmax_is_left_alone():
@@ -67,13 +72,13 @@ def brute_force(decoder, probabilities, i):
     best = None
     for combo in itertools.product(*top):
         values = {name: MEN.attribute(name).values[k] for name, k in zip(ruled, combo, strict=True)}
-        if any(rule.violated_by(values) for rule in decoder.rules):
+        if any(violates(rule, values) for rule in decoder.rules):
             continue
         total = sum(log_p[name][k] for name, k in zip(ruled, combo, strict=True))
         if best is None or total > best[0]:
             best = (total, combo)
     current = {name: MEN.attribute(name).values[row[name]] for name in ruled}
-    if best is not None and any(rule.violated_by(current) for rule in decoder.rules):
+    if best is not None and any(violates(rule, current) for rule in decoder.rules):
         row.update({name: int(k) for name, k in zip(ruled, best[1], strict=True)})
     return row
 

@@ -18,7 +18,7 @@ from model_training.checkpoint import WEIGHTS_NAME, make_info, save_checkpoint
 from model_training.model import CategoryModel, value_orders_for
 from tests.helpers import write_image
 
-SPEC = PreprocessSpec.square(32)
+SPEC = PreprocessSpec(height=32, width=32)
 MEN = load_taxonomy()["men_tshirts"]
 
 

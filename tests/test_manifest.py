@@ -23,7 +23,7 @@ def manifest_data(model_file, slug="men_tshirts", **changes):
         "attributes": [{"name": a.name, "column": a.column, "values": list(a.values), "output": a.name}
                        for a in category.attributes],
         "input": {"name": "pixel_values", "shape": ["batch", 3, 32, 32], "dtype": "float32"},
-        "preprocessing": PreprocessSpec.square(32).to_dict(),
+        "preprocessing": PreprocessSpec(height=32, width=32).to_dict(),
         "calibration": {"neck": {"temperature": 1.5, "offsets": [0.0, 0.1]}},
         "rules": [{"if": ["pattern", "solid"], "then": ["print_or_pattern_type", "solid"], "confidence": 0.99,
                    "support": 3033}],
@@ -51,7 +51,7 @@ def test_valid_manifest_round_trips_and_builds_decoder(version_dir):
     write(version_dir, manifest_data(version_dir / "model.onnx"))
     manifest = load_manifest(version_dir)
     assert manifest.output_names[0] == "color"
-    assert manifest.preprocess_spec() == PreprocessSpec.square(32)
+    assert manifest.preprocess_spec() == PreprocessSpec(height=32, width=32)
     decoder = manifest.decoder()
     assert decoder.calibration["neck"].temperature == 1.5 and len(decoder.rules) == 1
     manifest.write(version_dir)

@@ -16,7 +16,7 @@ from catalog.preprocessing import (
 
 
 def test_output_is_float32_chw_with_imagenet_normalisation():
-    spec = PreprocessSpec.square(16)
+    spec = PreprocessSpec(height=16, width=16)
     out = preprocess(Image.new("RGB", (40, 30), (255, 0, 128)), spec)
     assert out.shape == (3, 16, 16) and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
     expected = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]

@@ -13,7 +13,7 @@ from service.errors import PayloadTooLargeError, UnsupportedMediaError
 from service.images import ImageLimits, preprocess_upload
 from tests.service.fakes import image_bytes
 
-SPEC = PreprocessSpec.square(32)
+SPEC = PreprocessSpec(height=32, width=32)
 LIMITS = ImageLimits(max_bytes=10_000_000, max_pixels=50_000_000)
 
 

@@ -70,3 +70,26 @@ def test_training_tensor_equals_the_serving_preprocessing(tmp_path, cached):
     if cached:
         augmented.preload()
     assert augmented[0][0].shape == (3, 40, 32)
+
+
+def test_the_unaugmented_view_shares_the_image_cache_and_skips_augmentation(tmp_path):
+    rng = np.random.default_rng(1)
+    spec = PreprocessSpec(height=24, width=24)
+    rows, expected = [], []
+    for i in range(3):
+        path = tmp_path / f"{i:06d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (60, 50, 3), dtype=np.uint8)).save(path)
+        rows.append(LabelRow(i, "Women Tshirts", {"color": "black"}, image_path=path))
+        with Image.open(path) as image:
+            expected.append(preprocess(image, spec))
+    augmented = ImageDataset(rows, encode_targets(rows, ORDERS), spec, Augment(p=1.0), seed=3)
+    augmented.preload()
+    view = augmented.unaugmented()
+    assert view.cache is augmented.cache and view.augment is None
+    for row in rows:
+        row.image_path.unlink()  # the view must read the shared cache, not the files
+    for i in range(len(rows)):
+        pixels, target = view[i]
+        assert np.array_equal(pixels.numpy(), expected[i])
+        assert np.array_equal(target.numpy(), augmented[i][1].numpy())
+    assert not np.array_equal(view[0][0].numpy(), augmented[0][0].numpy())

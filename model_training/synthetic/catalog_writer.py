@@ -48,10 +48,6 @@ class CatalogSummary:
     def images_per_second(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else float("inf")
 
-    @property
-    def render_images_per_second(self) -> float:
-        return self.n_images / self.render_seconds if self.render_seconds > 0 else float("inf")
-
 
 @dataclass(frozen=True)
 class _Job:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from PIL import Image
+
 from model_training.synthetic import figure
 from model_training.synthetic.fabric import FabricSpec, clip_box, paint_fabric
 from model_training.synthetic.geometry import Point, lerp, toward
@@ -137,21 +139,7 @@ def draw_saree(scene: Scene, labels: Mapping[str, str]) -> None:
         figure.arm(scene, side, (side * 0.9, 0.45), 10.0)
     figure.head(scene)
 
-    # blouse, with short sleeves
-    blouse = labels.get("blouse_pattern", "same as saree")
-    sleeves = [[(s * 0.95, 0.12), (s * 1.2, 0.9), (s * 0.86, 0.98), (s * 0.78, 0.6)] for s in (-1, 1)]
-    blouse_mask = scene.mask([BLOUSE, *sleeves])
-    if blouse == "same as saree":
-        scene.paste(fabric, box, blouse_mask)
-    else:
-        plain = border_colour if blouse == "same as border" else contrast_ink(border_colour, rng)
-        blouse_spec = FabricSpec([plain], "dots" if blouse == "default" else None,
-                                 "allover" if blouse == "default" else "none", [shade(plain, 0.6)], 1.0, "none", 0.35)
-        scene.paste_fabric(blouse_mask, blouse_spec)
-        if blouse == "same as border":
-            for s in (-1, 1):
-                scene.line([(s * 1.2, 0.9), (s * 0.86, 0.98)], GOLD, 0.07)
-            scene.line([(-0.82, 1.33), (0.82, 1.33)], GOLD, 0.07)
+    _blouse(scene, labels.get("blouse_pattern", "same as saree"), fabric, box, border_colour)
     scene.polygon(arc_neck(), nz.skin)
 
     # skirt with pleats and borders
@@ -182,6 +170,23 @@ def draw_saree(scene: Scene, labels: Mapping[str, str]) -> None:
                   colour=None if occasion == "party" else GOLD)
     for s in (-1, 1):  # feet
         scene.circle(s * 0.4, 6.9, 0.14, fill=shade(nz.skin, 0.9))
+
+
+def _blouse(scene: Scene, blouse: str, fabric: Image.Image, box: tuple[int, int, int, int], border_colour: RGB) -> None:
+    """The blouse with short sleeves: the saree's fabric, the border's colour (gold-trimmed) or a contrast."""
+    sleeves = [[(s * 0.95, 0.12), (s * 1.2, 0.9), (s * 0.86, 0.98), (s * 0.78, 0.6)] for s in (-1, 1)]
+    blouse_mask = scene.mask([BLOUSE, *sleeves])
+    if blouse == "same as saree":
+        scene.paste(fabric, box, blouse_mask)
+        return
+    plain = border_colour if blouse == "same as border" else contrast_ink(border_colour, scene.rng)
+    blouse_spec = FabricSpec([plain], "dots" if blouse == "default" else None,
+                             "allover" if blouse == "default" else "none", [shade(plain, 0.6)], 1.0, "none", 0.35)
+    scene.paste_fabric(blouse_mask, blouse_spec)
+    if blouse == "same as border":
+        for s in (-1, 1):
+            scene.line([(s * 1.2, 0.9), (s * 0.86, 0.98)], GOLD, 0.07)
+        scene.line([(-0.82, 1.33), (0.82, 1.33)], GOLD, 0.07)
 
 
 def arc_neck() -> list[Point]:

@@ -34,7 +34,7 @@ class FakePredictor:
         self._infos = []
         for slug in (*slugs, *broken):
             self._infos.append(ModelInfo(
-                name=slug, category=taxonomy.category(slug), version=3, spec=PreprocessSpec.square(size),
+                name=slug, category=taxonomy.category(slug), version=3, spec=PreprocessSpec(height=size, width=size),
                 ready=slug not in broken, error="sha256 mismatch" if slug in broken else None, versions=(1, 3),
             ))
         self.logits = dict(logits or DEFAULT_LOGITS)
