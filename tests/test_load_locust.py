@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.onnx_factory import build_repository
+from benchmarks.onnx_factory import build_repository
 from tests.test_ops_prometheus import run_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -30,7 +30,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.onnx_factory import build_repository
+from benchmarks.onnx_factory import build_repository
 from tests.service.fakes import image_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

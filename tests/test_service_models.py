@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.onnx_factory import build_repository, write_version
 from catalog.manifest import MANIFEST_NAME
 from service.errors import ModelLoadError, ModelNotReadyError, UnknownModelError
 from service.metrics import ServiceMetrics
 from service.models import OnnxPredictor
 from service.settings import Settings
-from tests.onnx_factory import build_repository, write_version
 
 pytestmark = pytest.mark.integration
 
