@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_ops_prometheus import DASHBOARD, dashboard_queries, require
+from tests.helpers import ROOT
+from tests.monitoring import DASHBOARD, dashboard_queries, require
 
-ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "ops"
 
 
