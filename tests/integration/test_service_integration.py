@@ -18,7 +18,6 @@ from tests.live_server import Server, start, stop
 from tests.service.fakes import image_bytes
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
