@@ -6,11 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from tests.helpers import ROOT
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_benchmark_prints_the_whole_table():

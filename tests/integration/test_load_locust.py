@@ -25,7 +25,6 @@ from benchmarks.onnx_factory import build_repository
 from tests.helpers import ROOT
 from tests.live_server import running
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LOCUSTFILE = ROOT / "load_tests" / "locustfile.py"
 DEMO = ROOT / "models" / "demo"
 ALL_CATEGORIES = ("men_tshirts", "sarees", "kurtis", "women_tshirts", "women_tops_tunics")

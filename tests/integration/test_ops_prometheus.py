@@ -28,7 +28,6 @@ from tests.live_server import Server, free_port, running
 from tests.monitoring import ALERTS, alert_queries, dashboard_queries, require
 from tests.service.fakes import image_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SERVICE_ENV = {"CATALOG_SERVICE_PREPROCESS_THREADS": "2", "CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "0.01"}
 # Grafana variables, as the test Prometheus (1 s scrapes) should see them.
 SUBSTITUTIONS = {"$__rate_interval": "15s", "$model": ".*", "$attribute": ".*"}

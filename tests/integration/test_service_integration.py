@@ -17,8 +17,6 @@ from benchmarks.onnx_factory import build_repository
 from tests.live_server import Server, start, stop
 from tests.service.fakes import image_bytes
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:

@@ -15,8 +15,6 @@ from service.metrics import ServiceMetrics
 from service.models import OnnxPredictor
 from service.settings import Settings
 
-pytestmark = pytest.mark.integration
-
 
 def predictor(repository, **settings) -> OnnxPredictor:
     return OnnxPredictor(Settings(repository=repository, session_threads=1, **settings), ServiceMetrics())

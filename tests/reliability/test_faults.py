@@ -25,7 +25,6 @@ from service.__main__ import main
 from tests.live_server import start, stop
 from tests.service.fakes import image_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 WHITE = image_bytes(color=(255, 255, 255))
 RED = image_bytes(color=(200, 30, 30))
 

@@ -11,7 +11,6 @@ import pytest
 from tests.image_zoo import specimens
 from tests.reliability.servers import UPLOAD_LIMIT
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 ZOO = list(specimens(UPLOAD_LIMIT))
 
 

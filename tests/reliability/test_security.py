@@ -19,7 +19,6 @@ from service.settings import Settings
 from tests.reliability.servers import API_KEY, UPLOAD_LIMIT
 from tests.service.fakes import FakePredictor, image_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 JPEG = image_bytes()
 
 
