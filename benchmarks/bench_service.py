@@ -6,7 +6,7 @@ the same machine and model.
 
 ``--backbone`` exports a random-init model of that size through the real export path (weights do not
 change the cost); ``--repository`` measures a repository as it is; with neither, a synthetic
-four-convolution model from ``tests/onnx_factory.py``. Measures:
+four-convolution model from ``benchmarks/onnx_factory.py``. Measures:
 
 (a) in-process preprocessing + ONNX Runtime at the best batch size (decoding pipelined in a thread pool, no HTTP);
 (b) the service's throughput from JPEG uploads at saturation (``python -m service`` in a subprocess), as
@@ -283,7 +283,7 @@ def build_repository(args: argparse.Namespace, folder: Path) -> None:
         build_random_repository(folder, backbone=args.backbone, image_size=args.model_size,
                                 precision=args.precision)
     else:
-        from tests.onnx_factory import write_version
+        from benchmarks.onnx_factory import write_version
 
         write_version(folder, "men_tshirts", size=224, conv_channels=tuple(args.conv_channels))
 

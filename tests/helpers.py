@@ -1,4 +1,4 @@
-"""Small builders shared by tests: challenge-format CSVs and images made on the fly."""
+"""Small builders shared by tests: challenge-format CSVs and images made on the fly; the repository root."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root (tests may live in sub-folders of ``tests/``)."""
 HEADER = ["id", "Category", "len"] + [f"attr_{i}" for i in range(1, 11)]
 
 

@@ -9,13 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def free_port() -> int:
@@ -81,3 +83,13 @@ def stop(server: Server, timeout_s: float = 30) -> int:
     except subprocess.TimeoutExpired:
         server.process.kill()
         raise
+
+
+@contextmanager
+def running(repository: Path, log_dir: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """:func:`start` a ready server, :func:`stop` it on the way out whatever happened in between."""
+    server = start(repository, log_dir, env)
+    try:
+        yield server
+    finally:
+        stop(server)

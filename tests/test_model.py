@@ -59,3 +59,21 @@ def test_unknown_backbone_error_lists_named_configs(tmp_path):
 def test_named_atto_matches_timm_sizes():
     config = build_backbone("convnext-atto").config
     assert config.hidden_sizes == [40, 80, 160, 320] and config.depths == [2, 2, 6, 2]
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_forward_on_cuda_matches_fp32_on_cpu():
+    """Training runs the model under bf16 autocast on CUDA: its logits must be the fp32 CPU logits, to
+    bf16's precision (about 1% of these ~0.5-sized logits on CPU autocast; the bound allows ~6x that)."""
+    atol, rtol = 0.03, 0.02
+    model = tiny_model("sarees").eval()
+    x = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = model.to("cuda")(x.to("cuda"))
+    assert list(got) == list(expected)
+    for name, logits in expected.items():
+        assert got[name].device.type == "cuda" and got[name].dtype == torch.bfloat16, name
+        assert logits.abs().max() > 10 * atol, f"{name}: logits too small for the bound to mean anything"
+        torch.testing.assert_close(got[name].float().cpu(), logits, atol=atol, rtol=rtol, msg=name)

@@ -3,7 +3,7 @@ config and alert rules (with ``promtool`` when installed), Grafana provisioning 
 that the pieces point at each other (service name and port, data source uid, mounted paths).
 
 That every metric a query names is really exported is checked against a live service in
-``test_ops_prometheus.py``.
+``tests/integration/test_ops_prometheus.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_ops_prometheus import DASHBOARD, dashboard_queries, require
+from tests.helpers import ROOT
+from tests.monitoring import DASHBOARD, dashboard_queries, require
 
-ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "ops"
 
 

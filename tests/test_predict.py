@@ -9,7 +9,7 @@ from catalog.dataset import read_labels, read_predictions
 from model_training.checkpoint import CheckpointError
 from model_training.predict import main, resolve_checkpoints
 from model_training.train import main as train_main
-from tests.test_train import TINY, make_catalog
+from tests.tiny_catalog import TINY, make_catalog
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 
-from service.app import create_app
 from service.batching import DeadlineExceededError, QueueFullError
-from service.settings import Settings
 from tests.service.fakes import FakePredictor, image_bytes
+from tests.service.inprocess import serve
 
 pytestmark = pytest.mark.anyio
 JPEG = image_bytes()
@@ -21,18 +18,6 @@ JPEG = image_bytes()
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-@asynccontextmanager
-async def serve(tmp_path, predictor=None, **settings):
-    predictor = predictor or FakePredictor()
-    app = create_app(Settings(repository=tmp_path, preprocess_threads=2, **settings), predictor)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            client.predictor = predictor  # type: ignore[attr-defined]
-            yield client
 
 
 async def predict(client, data=JPEG, category="men_tshirts", filename="x.jpg", **form):

@@ -10,7 +10,7 @@ import pytest
 from service.errors import InvalidRequestError
 from service.predict_request import OPENAPI, merge_field, parse_threshold
 from tests.service.fakes import image_bytes
-from tests.test_service_api import serve
+from tests.service.inprocess import serve
 
 pytestmark = pytest.mark.anyio
 JPEG = image_bytes()

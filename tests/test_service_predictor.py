@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.onnx_factory import build_repository
 from catalog.manifest import MANIFEST_NAME
 from service.errors import InvalidImageError, ModelNotReadyError, UnknownModelError
 from service.metrics import ServiceMetrics
 from service.onnx_predictor import OnnxPredictor
 from service.predictor import Predictor
 from service.settings import Settings
-from tests.onnx_factory import build_repository
 from tests.service.fakes import FakePredictor
 
 

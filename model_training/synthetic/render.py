@@ -44,6 +44,18 @@ def _noise_tile(amplitude: int) -> Image.Image:
     return Image.fromarray(noise, "L").convert("RGB")
 
 
+def _frame(view: tuple[float, float, float], height: int, scale_f: float, shift: np.ndarray, angle: float) -> Frame:
+    """Where the garment sits: its view (top, bottom, half width) scaled into the canvas and shifted."""
+    top, bottom, half = view
+    scale = min(0.94 * height / (bottom - top), 0.94 * WIDTH / (2 * half)) * min(1.0, scale_f)
+    scale *= max(scale_f, 1.0) ** 0.5  # zooming in may crop a little, like a tight product shot
+    free_x = max(0.0, WIDTH - 2 * half * scale) / 2
+    free_y = max(0.0, height - (bottom - top) * scale) / 2
+    cx = WIDTH / 2 + shift[0] * free_x
+    cy = height / 2 + shift[1] * free_y - scale * (top + bottom) / 2
+    return Frame(scale, cx, cy, angle)
+
+
 def render_image(category: str, labels: Mapping[str, str | None], seed: int, difficulty: str = "medium") -> Image.Image:
     """Render one product image (RGB, 512 px wide, 380-768 px tall) showing every label.
 
@@ -85,15 +97,7 @@ def render_image(category: str, labels: Mapping[str, str | None], seed: int, dif
     noise_at = nrng.integers(0, NOISE_TILE - MAX_HEIGHT, 2)
     props = nrng.uniform(0, 1, (3, 6))
 
-    top, bottom, half = FLAT_VIEW if flat else VIEWS[cat.name]
-    scale = min(0.94 * height / (bottom - top), 0.94 * WIDTH / (2 * half)) * min(1.0, scale_f)
-    scale *= max(scale_f, 1.0) ** 0.5  # zooming in may crop a little, like a tight product shot
-    free_x = max(0.0, WIDTH - 2 * half * scale) / 2
-    free_y = max(0.0, height - (bottom - top) * scale) / 2
-    cx = WIDTH / 2 + shift[0] * free_x
-    cy = height / 2 + shift[1] * free_y - scale * (top + bottom) / 2
-    frame = Frame(scale, cx, cy, angle)
-
+    frame = _frame(FLAT_VIEW if flat else VIEWS[cat.name], height, scale_f, shift, angle)
     canvas = _backdrop(WIDTH, height, backdrop, light)
     draw = ImageDraw.Draw(canvas)
     _props(draw, WIDTH, height, backdrop, props[: level.clutter])

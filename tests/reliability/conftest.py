@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.onnx_factory import build_repository
 from tests.live_server import Server, start, stop
-from tests.onnx_factory import build_repository
-
-UPLOAD_LIMIT = 2 * 1024 * 1024
-"""``max_upload_bytes`` of the shared server: small, so size limits are cheap to exceed."""
-API_KEY = "reliability-suite-key-0123"
+from tests.reliability.servers import API_KEY, UPLOAD_LIMIT
 
 
 @pytest.fixture(scope="session")

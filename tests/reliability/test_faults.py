@@ -19,13 +19,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks.onnx_factory import INPUT_NAME, build_model, build_repository, write_version
 from catalog.manifest import MANIFEST_NAME, MODEL_NAME, sha256_file
 from service.__main__ import main
 from tests.live_server import start, stop
-from tests.onnx_factory import INPUT_NAME, build_model, build_repository, write_version
 from tests.service.fakes import image_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 WHITE = image_bytes(color=(255, 255, 255))
 RED = image_bytes(color=(200, 30, 30))
 

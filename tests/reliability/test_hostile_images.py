@@ -9,9 +9,8 @@ import httpx
 import pytest
 
 from tests.image_zoo import specimens
-from tests.reliability.conftest import UPLOAD_LIMIT
+from tests.reliability.servers import UPLOAD_LIMIT
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 ZOO = list(specimens(UPLOAD_LIMIT))
 
 

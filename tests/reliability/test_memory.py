@@ -14,8 +14,6 @@ import pytest
 from tests.image_zoo import _save, photo
 from tests.live_server import Server, start, stop
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
-
 
 async def drive(server: Server, requests: int, concurrency: int = 8) -> dict[int, int]:
     images = [_save(photo((200 + 7 * i, 150 + 5 * i), seed=i), "JPEG") for i in range(8)]

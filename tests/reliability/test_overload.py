@@ -10,13 +10,11 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from tests.image_zoo import _save, photo
 from tests.live_server import start, stop
 from tests.reliability.load import closed_loop, open_loop, percentile
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 TIMEOUT_S = 2.0
 QUEUE = 16
 BATCH = 8

@@ -16,10 +16,9 @@ from service import deps
 from service.app import create_app
 from service.errors import UnauthorizedError
 from service.settings import Settings
-from tests.reliability.conftest import API_KEY, UPLOAD_LIMIT
+from tests.reliability.servers import API_KEY, UPLOAD_LIMIT
 from tests.service.fakes import FakePredictor, image_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 JPEG = image_bytes()
 
 

@@ -10,12 +10,10 @@ import time
 from dataclasses import dataclass
 
 import httpx
-import pytest
 
 from tests.image_zoo import _save, photo
 from tests.live_server import start
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 DELAY_S = 1.0
 DRAIN_S = 8.0
 

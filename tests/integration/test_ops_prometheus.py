@@ -12,39 +12,25 @@ Without them the Prometheus tests skip, except in CI (``CI=true``), where they f
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.onnx_factory import build_repository
+from benchmarks.onnx_factory import build_repository
+from tests.live_server import Server, free_port, running
+from tests.monitoring import ALERTS, alert_queries, dashboard_queries, require
 from tests.service.fakes import image_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "catalog-service.json"
-ALERTS = ROOT / "ops" / "prometheus" / "alerts.yml"
+SERVICE_ENV = {"CATALOG_SERVICE_PREPROCESS_THREADS": "2", "CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "0.01"}
 # Grafana variables, as the test Prometheus (1 s scrapes) should see them.
 SUBSTITUTIONS = {"$__rate_interval": "15s", "$model": ".*", "$attribute": ".*"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check, timeout_s: float, what: str, interval_s: float = 0.2):
@@ -60,57 +46,6 @@ def wait_for(check, timeout_s: float, what: str, interval_s: float = 0.2):
             last_error = error
         time.sleep(interval_s)
     raise AssertionError(f"{what} not within {timeout_s} s (last error: {last_error})")
-
-
-def require(*binaries: str) -> None:
-    """Skip when a binary is missing, unless in CI, where that is a setup bug."""
-    missing = [b for b in binaries if shutil.which(b) is None]
-    if not missing:
-        return
-    message = f"{', '.join(missing)} not on PATH: install Debian's prometheus package (see README, Operations)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {message}; .ci/run should have installed it")
-    pytest.skip(message)
-
-
-@dataclass
-class Service:
-    process: subprocess.Popen[str]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@contextmanager
-def run_service(repository: Path, env: dict[str, str] | None = None) -> Iterator[Service]:
-    """``python -m service`` on a free port, ready (``/v2/health/ready`` is 200) or the test fails."""
-    port = free_port()
-    environment = {**os.environ, "CATALOG_SERVICE_SESSION_THREADS": "1", "CATALOG_SERVICE_PREPROCESS_THREADS": "2",
-                   **(env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--repository", str(repository), "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    service = Service(process, port)
-    try:
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"service exited with {process.returncode}: {process.stdout.read()}")
-            return httpx.get(f"{service.url}/v2/health/ready", timeout=1).status_code == 200
-
-        wait_for(ready, 60, "service readiness")
-        yield service
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def post_image(url: str, category: str = "men_tshirts", i: int = 0, declared: str | None = None) -> httpx.Response:
@@ -162,17 +97,6 @@ def test_metric_names_parser_reads_selectors_not_functions():
     assert metric_names(expr) == {"catalog_x_bucket", "up"}
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, expr) for every query target of every panel, repeated panels included."""
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [(p["title"], t["expr"]) for p in panels if p["type"] != "row" for t in p.get("targets", [])]
-
-
-def alert_queries() -> list[tuple[str, str]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [(r["alert"], r["expr"]) for g in groups for r in g["rules"]]
-
-
 def substitute(expr: str) -> str:
     for variable, value in SUBSTITUTIONS.items():
         expr = expr.replace(variable, value)
@@ -183,11 +107,11 @@ def substitute(expr: str) -> str:
 # --- fixtures -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[Service]:
+def service(tmp_path_factory) -> Iterator[Server]:
     repository = build_repository(tmp_path_factory.mktemp("repo"), slugs=("men_tshirts", "sarees"))
-    with run_service(repository, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "0.01"}) as running:
-        exercise(running.url)
-        yield running
+    with running(repository, tmp_path_factory.mktemp("logs"), SERVICE_ENV) as server:
+        exercise(server.url)
+        yield server
 
 
 @dataclass

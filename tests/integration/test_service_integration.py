@@ -13,12 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.onnx_factory import build_repository
 from tests.live_server import Server, start, stop
-from tests.onnx_factory import build_repository
 from tests.service.fakes import image_bytes
-
-pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.onnx_factory import build_repository
 from tests.live_server import ROOT, Server, start, stop
-from tests.onnx_factory import build_repository
 from tests.service.fakes import image_bytes
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 # Flags for a closed network: without the background-networking ones Chromium keeps dialling out.

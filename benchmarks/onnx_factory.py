@@ -79,7 +79,7 @@ def write_version(repository: Path, slug: str, version: int = 1, size: int = 32,
         "opset": 17,
         "sha256": sha256_file(folder / MODEL_NAME),
         "created_at": "2026-01-01T00:00:00Z",
-        "source": {"note": "random weights from tests/onnx_factory.py"},
+        "source": {"note": "random weights from benchmarks/onnx_factory.py"},
     })
     manifest.write(folder)
     assert (folder / MANIFEST_NAME).is_file()

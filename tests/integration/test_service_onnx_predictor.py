@@ -1,4 +1,4 @@
-"""``service/onnx_predictor.py``: the real predictor over a tiny ONNX repository (tests/onnx_factory.py),
+"""``service/onnx_predictor.py``: the real predictor over a tiny ONNX repository (benchmarks/onnx_factory.py),
 in-process."""
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.onnx_factory import build_repository, write_version
 from catalog.manifest import MANIFEST_NAME, load_manifest
 from service.errors import ModelLoadError, ModelNotReadyError, UnknownModelError
 from service.metrics import ServiceMetrics
 from service.onnx_predictor import OnnxPredictor, batcher_config
 from service.settings import Settings
-from tests.onnx_factory import build_repository, write_version
-
-pytestmark = pytest.mark.integration
 
 
 def pixels(array: np.ndarray):
