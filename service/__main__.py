@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.errors import ModelLoadError
+from service.http_protocol import guarded_protocol
 from service.metrics import ServiceMetrics
 from service.onnx_predictor import OnnxPredictor
 from service.pipeline import ServiceState
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     # asyncio.wait_for); the lifespan then gets what is left of it for the batchers.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                             timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
-                            access_log=False)
+                            access_log=False, timeout_keep_alive=settings.keep_alive_timeout_s,
+                            http=guarded_protocol(settings.max_head_bytes, settings.head_timeout_s),
+                            limit_concurrency=settings.max_connections)
     # uvicorn re-raises the captured signal once it has shut down; after a completed drain we want a
     # plain successful exit, so the handlers it restores and re-raises into are no-ops.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.service = state
     app.include_router(api.router)
     app.include_router(v2.router)
+    app.include_router(v2.infer_router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -59,5 +60,5 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.include_router(ui.router)
     app.mount("/static", ui.static_files(), name="static")
     install_error_handlers(app, metrics)
-    install_middleware(app, settings, metrics)
+    install_middleware(app, settings, metrics, state.lifecycle)
     return app

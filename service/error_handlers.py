@@ -8,19 +8,27 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.batching import BatcherError
-from service.errors import ServiceError, to_http
+from service.errors import ServiceError, safe_text, to_http
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("service")
 
+MAX_PROBLEMS_SHOWN = 5
+"""A body with thousands of invalid elements gets a short answer: the first few problems and a count."""
+CLIENT_CLOSED = 499
+"""nginx's status for a client that closed the connection before it was answered."""
+
 
 def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
-    async def mapped_error(request: Request, error: Exception) -> JSONResponse:
+    async def mapped_error(request: Request, error: Exception) -> Response:
         # Domain errors, the batcher's and the framework's own (unknown route, wrong method, ...).
+        if isinstance(error.__cause__, ClientDisconnect):  # FastAPI's "error parsing the body" on a form
+            return await client_closed(request, error.__cause__)
         http = to_http(error)
         if http.code == "internal_error":  # a batcher failure with no status of its own
             log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
@@ -29,17 +37,28 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)  # registered for this type only
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        errors = error.errors()
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:MAX_PROBLEMS_SHOWN])
+        if len(errors) > MAX_PROBLEMS_SHOWN:
+            problems += f"; and {len(errors) - MAX_PROBLEMS_SHOWN} more"
         metrics.rejections_total.labels("invalid_request").inc()
-        return JSONResponse({"error": problems, "code": "invalid_request"}, status_code=422)
+        return JSONResponse({"error": safe_text(problems), "code": "invalid_request"}, status_code=422)
+
+    async def client_closed(request: Request, error: Exception) -> Response:
+        # Not a server error: one line, no traceback; the middleware counts the request as 499.
+        log.info("client closed the connection before its request was read: %s %s", request.method, request.url.path)
+        metrics.rejections_total.labels("client_closed").inc()
+        return Response(status_code=CLIENT_CLOSED)
 
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         metrics.rejections_total.labels("internal_error").inc()
         http = to_http(error)
-        return JSONResponse(http.body(), status_code=http.status)
+        # Starlette re-raises after this answer and uvicorn then closes the connection: say so.
+        return JSONResponse(http.body(), status_code=http.status, headers={"Connection": "close"})
 
     for kind in (ServiceError, BatcherError, StarletteHTTPException):
         app.add_exception_handler(kind, mapped_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ClientDisconnect, client_closed)
     app.add_exception_handler(Exception, unexpected_error)

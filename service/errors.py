@@ -50,6 +50,12 @@ class ModelNotReadyError(ServiceError):
     code = "model_not_ready"
 
 
+class RequestTimeoutError(ServiceError):
+    """The client did not send its request in time."""
+
+    code = "request_timeout"
+
+
 class ShuttingDownError(ServiceError):
     code = "shutting_down"
 
@@ -87,6 +93,7 @@ _STATUS: dict[type[Exception], tuple[int, str]] = {
     UnauthorizedError: (401, UnauthorizedError.code),
     ModelNotReadyError: (503, ModelNotReadyError.code),
     ShuttingDownError: (503, ShuttingDownError.code),
+    RequestTimeoutError: (408, RequestTimeoutError.code),
     PreprocessBusyError: (503, PreprocessBusyError.code),
     BatcherStoppedError: (503, ShuttingDownError.code),
     QueueFullError: (503, "queue_full"),
@@ -110,11 +117,23 @@ class HttpError:
         return {"error": self.message, "code": self.code}
 
 
+MAX_MESSAGE_CHARS = 1000
+
+
+def safe_text(message: str) -> str:
+    """An error message as it may go into a response: at most :data:`MAX_MESSAGE_CHARS` (so an error
+    never echoes a large input back) and always encodable (a lone surrogate from a JSON string is
+    escaped, not a failed response)."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + f"... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def to_http(error: Exception) -> HttpError:
     """Status, code, message and headers for ``error``; anything unknown is a 500 that hides details."""
     if isinstance(error, StarletteHTTPException):
         code = _FRAMEWORK_CODES.get(error.status_code, "http_error")
-        return HttpError(error.status_code, code, str(error.detail), dict(error.headers or {}))
+        return HttpError(error.status_code, code, safe_text(str(error.detail)), dict(error.headers or {}))
     for kind in type(error).__mro__:
         if kind in _STATUS:
             status, code = _STATUS[kind]
@@ -125,7 +144,7 @@ def to_http(error: Exception) -> HttpError:
                 headers["Retry-After"] = "1"
             elif isinstance(error, UnauthorizedError):
                 headers["WWW-Authenticate"] = "Bearer"
-            return HttpError(status, code, str(error), headers)
+            return HttpError(status, code, safe_text(str(error)), headers)
     return HttpError(500, "internal_error", "internal error", {})
 
 
@@ -136,6 +155,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {400: "unreadable request body", 401: "missing or wrong API key", 404: "unknown model",
                  413: "upload, pixels or batch over the limits", 415: "image format not accepted",
                  422: "invalid image, category, declared values or form fields",
+                 408: "the request was not received in time",
                  500: "inference failed for this request's batch", 503: "queue full or shutting down",
                  504: "the image's batch did not start within the request deadline"}
     return {status: {"model": ErrorBody, "description": described.get(status, "error")} for status in statuses}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from service.errors import ShuttingDownError
 
@@ -16,6 +17,8 @@ class Lifecycle:
     draining: bool = False
     drain_deadline: float | None = None
     """``time.monotonic()`` by which a started drain must be over."""
+    on_drain: list[Callable[[], None]] = field(default_factory=list)
+    """Called once when the drain begins, possibly from a signal handler: each must be safe there."""
 
     @property
     def accepting(self) -> bool:
@@ -24,9 +27,13 @@ class Lifecycle:
     def begin_drain(self) -> None:
         """Readiness turns false and new work is refused at once; admitted work still finishes, by
         ``drain_deadline`` (set by the first call)."""
-        if self.drain_deadline is None:
+        first = self.drain_deadline is None
+        if first:
             self.drain_deadline = time.monotonic() + self.drain_budget_s
         self.draining = True
+        if first:
+            for listener in self.on_drain:
+                listener()
 
     def drain_left_s(self) -> float:
         if self.drain_deadline is None:

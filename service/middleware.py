@@ -1,17 +1,20 @@
-"""HTTP plumbing around the routes: request-body limits enforced while the body streams in, request
-timing, and CORS (closed unless origins are configured)."""
+"""HTTP plumbing around the routes: request-body size and time limits enforced while the body streams
+in, uploads cut short by a drain, request timing, and CORS (closed unless origins are configured)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLargeError, to_http
+from service.errors import PayloadTooLargeError, RequestTimeoutError, ShuttingDownError, to_http
+from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -32,78 +35,137 @@ def body_limit(settings: Settings) -> Callable[[str], int]:
     return limit
 
 
-class HttpMiddleware:
-    """Plain ASGI (no BaseHTTPMiddleware task overhead). Caps request bodies *while they are read*: a
-    declared Content-Length over the cap is refused before any byte is read, and a body that grows past
-    it (chunked, or a lying header) is refused the moment it does, with a 413 sent by this middleware;
-    the application then sees a client disconnect and whatever it answers is dropped. Nothing past the
-    cap is ever buffered or spooled. Also times every request by route template and status."""
+@dataclass
+class _Exchange:
+    """One request as the middleware sees it."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, limit: Callable[[str], int]) -> None:
+    limit: int
+    body_deadline: float
+    status: int = 500
+    response_started: bool = False
+    answered: bool = False
+    """The middleware answered for the application (413, 408 or 503): its late answer is dropped."""
+    client_gone: bool = False
+    body_done: bool = False
+    received: int = 0
+
+
+class HttpMiddleware:
+    """Plain ASGI (no BaseHTTPMiddleware task overhead) around every request:
+
+    - the body is capped *while it is read*: a declared Content-Length over the cap is refused before
+      any byte is read, a body that grows past it (chunked, or a lying header) the moment it does (413);
+    - the body must arrive within ``body_timeout_s`` of the request's start (408);
+    - when a drain begins, requests still receiving their body are answered 503 at once: a body still
+      arriving is not admitted work, and must not hold the shutdown;
+    - a client that goes away before its body is read is counted as status 499 (as nginx does);
+    - every request is timed by route template and status.
+
+    After the middleware answered, the application sees a client disconnect and whatever it answers is
+    dropped. Nothing past the cap is ever buffered or spooled."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, limit: Callable[[str], int], body_timeout_s: float,
+                 lifecycle: Lifecycle) -> None:
         self.app = app
         self.metrics = metrics
         self.limit = limit
+        self.body_timeout_s = body_timeout_s
+        self._lifecycle = lifecycle
+        self._receiving: set[asyncio.Timeout] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        lifecycle.on_drain.append(self._drain_started)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-        response_started = False
-        refused = False
-        received = 0
-        limit = self.limit(scope["path"])
+        self._loop = loop = asyncio.get_running_loop()
+        exchange = _Exchange(self.limit(scope["path"]), loop.time() + self.body_timeout_s)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
-            if refused:
-                return  # the 413 went out already; drop the application's late answer
+            if exchange.answered:
+                return
             if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
+                exchange.status = message["status"]
+                exchange.response_started = True
             await send(message)
 
         async def receive_wrapper() -> Message:
-            nonlocal received, refused, status
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    if not response_started:
-                        status = await self._too_large(send, limit)
-                    refused = True
-                    return {"type": "http.disconnect"}
-            return message
+            return await self._receive(exchange, receive, send)
 
         try:
             declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                status = await self._too_large(send, limit)
+            if declared is not None and declared.isdigit() and int(declared) > exchange.limit:
+                await self._answer(exchange, send, PayloadTooLargeError(f"request body exceeds {exchange.limit} bytes"))
                 return
             try:
                 await self.app(scope, receive_wrapper, send_wrapper)
             except Exception:
-                if not refused:
+                if not (exchange.answered or exchange.client_gone):
                     raise
-                # The application failed on the body we cut short; the client has its 413.
+                # The application failed on the body we cut short, or on a client that left.
         finally:
+            status = 499 if exchange.client_gone and not exchange.answered else exchange.status
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.request_seconds.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - started)
+            self.metrics.request_seconds.labels(getattr(route, "path", "unmatched"), scope["method"],
+                                                str(status)).observe(time.perf_counter() - started)
 
-    async def _too_large(self, send: Send, limit: int) -> int:
-        http = to_http(PayloadTooLargeError(f"request body exceeds {limit} bytes"))
+    async def _receive(self, exchange: _Exchange, receive: Receive, send: Send) -> Message:
+        if exchange.answered:
+            return {"type": "http.disconnect"}
+        if exchange.body_done:
+            return await receive()  # after the body only a disconnect can come: no deadline
+        try:
+            async with asyncio.timeout_at(exchange.body_deadline) as timeout:
+                self._receiving.add(timeout)
+                try:
+                    message = await receive()
+                finally:
+                    self._receiving.discard(timeout)
+        except TimeoutError:
+            if self._lifecycle.draining:
+                error: Exception = ShuttingDownError("the server is shutting down; send this request again")
+            else:
+                error = RequestTimeoutError(f"request body not received within {self.body_timeout_s:g} s")
+            await self._answer(exchange, send, error)
+            return {"type": "http.disconnect"}
+        if message["type"] == "http.disconnect":
+            exchange.client_gone = True
+        elif message["type"] == "http.request":
+            exchange.received += len(message.get("body", b""))
+            exchange.body_done = not message.get("more_body", False)
+            if exchange.received > exchange.limit:
+                await self._answer(exchange, send, PayloadTooLargeError(f"request body exceeds {exchange.limit} bytes"))
+                return {"type": "http.disconnect"}
+        return message
+
+    def _drain_started(self) -> None:
+        # Called from a signal handler, which may interrupt the loop: hand over through the safe path.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._abort_uploads)
+
+    def _abort_uploads(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for timeout in list(self._receiving):
+            timeout.reschedule(now)
+
+    async def _answer(self, exchange: _Exchange, send: Send, error: Exception) -> None:
+        """Answer for the application (once, and only if it has not started its own answer)."""
+        if exchange.answered:
+            return
+        exchange.answered = True
+        if exchange.response_started:
+            return
+        http = to_http(error)
         self.metrics.rejections_total.labels(http.code).inc()
+        exchange.status = http.status
         body = json.dumps(http.body()).encode()
-        await send({"type": "http.response.start", "status": http.status,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                (b"content-length", str(len(body)).encode())]})
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                   (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in http.headers.items()]
+        await send({"type": "http.response.start", "status": http.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        return http.status
 
 
 def form_limits(settings: Settings) -> dict[str, int]:
@@ -113,9 +175,10 @@ def form_limits(settings: Settings) -> dict[str, int]:
             "max_part_size": MAX_FIELD_BYTES}
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
-    """The body cap and request timing, and CORS when configured."""
-    app.add_middleware(HttpMiddleware, metrics=metrics, limit=body_limit(settings))
+def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle) -> None:
+    """The body cap and deadline, request timing, and CORS when configured."""
+    app.add_middleware(HttpMiddleware, metrics=metrics, limit=body_limit(settings),
+                       body_timeout_s=settings.body_timeout_s, lifecycle=lifecycle)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600)

@@ -50,7 +50,7 @@ class ServiceState:
 async def infer_upload(state: ServiceState, model: ReadyModel, data: bytes, started: float) -> Inference:
     """Admit (or refuse with 503 at once), preprocess, then wait for the image's batch. The deadline
     runs from the request's arrival (``started``), not from its queueing."""
-    remaining_s = max(0.001, state.settings.request_timeout_s - (time.perf_counter() - started))
+    remaining_s = state.settings.request_timeout_s - (time.perf_counter() - started)
     inference = await model.infer(partial(images.preprocess_upload, data, model.info.spec, state.limits),
                                   remaining_s, cheap=images.cheap_to_preprocess(data))
     state.metrics.observe_timings(model.info.name, inference.preprocess_s, inference.queue_wait_s)

@@ -44,6 +44,8 @@ def parse_declared(text: str | None, category: Category) -> dict[str, str]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidDeclaredError(f"declared must be a JSON object: {error}") from None
+    except ValueError:  # an integer of thousands of digits: Python refuses to convert it
+        raise InvalidDeclaredError("declared holds a number too long to read; values are category names") from None
     except RecursionError:  # "[[[[..." nested past the parser's stack
         raise InvalidDeclaredError("declared must be a flat JSON object; it is nested too deeply") from None
     if not isinstance(data, dict):

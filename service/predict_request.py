@@ -32,6 +32,14 @@ class PredictRequest:
     threshold: float | None
 
 
+def single(name: str, values: list[Any], source: str) -> Any:
+    """The one value of a field, or None; given more than once with different values, a 422 (rather than
+    silently keeping the last)."""
+    if len(values) > 1 and any(value != values[0] for value in values[1:]):
+        raise InvalidRequestError(f"{source} {name!r} is given {len(values)} times with different values; send it once")
+    return values[0] if values else None
+
+
 def merge_field(name: str, form: str | None, query: str | None) -> str | None:
     """A field may come from the form or the query string; given in both, the two must agree."""
     if form is not None and query is not None and form != query:
@@ -54,7 +62,7 @@ async def read_predict_request(request: Request) -> PredictRequest:
         finally:
             await form.close()
         for name in FIELDS:
-            value = form.get(name)
+            value = single(name, form.getlist(name), "form field")
             if value is not None and not isinstance(value, str):
                 raise InvalidRequestError(f"form field {name!r} must be text, not a file")
             form_fields[name] = value
@@ -65,7 +73,8 @@ async def read_predict_request(request: Request) -> PredictRequest:
             f"Content-Type {content_type or 'missing'!r} is not accepted on /predict; send multipart/form-data "
             "with an 'image' file, or the image itself as the body with Content-Type image/jpeg (png, webp, ...)"
         )
-    merged = {name: merge_field(name, form_fields[name], query.get(name)) for name in FIELDS}
+    merged = {name: merge_field(name, form_fields[name], single(name, query.getlist(name), "query parameter"))
+              for name in FIELDS}
     category = merged["category"]
     if not category:
         raise InvalidRequestError("category is required: a form field, or the 'category' query parameter")
@@ -74,6 +83,11 @@ async def read_predict_request(request: Request) -> PredictRequest:
 
 
 _TEXT = {"type": "string"}
+API_KEY_HEADER: dict[str, Any] = {"parameters": [
+    {"name": "X-API-Key", "in": "header", "required": False, "schema": _TEXT,
+     "description": "the API key, when the service has one (or Authorization: Bearer)"},
+]}
+"""For routes that check the key themselves, before any parameter is solved."""
 _BINARY = {"type": "string", "format": "binary"}
 _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "category": {**_TEXT, "description": "category slug or display name, e.g. men_tshirts"},
@@ -85,8 +99,7 @@ OPENAPI: dict[str, Any] = {
         *({"name": name, "in": "query", "required": False, "schema": schema,
            "description": f"{schema['description']} (with a bare image body)"}
           for name, schema in _FIELD_SCHEMAS.items()),
-        {"name": "X-API-Key", "in": "header", "required": False, "schema": _TEXT,
-         "description": "the API key, when the service has one (or Authorization: Bearer)"},
+        *API_KEY_HEADER["parameters"],
     ],
     "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {

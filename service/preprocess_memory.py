@@ -37,8 +37,8 @@ def working_bytes(image: Image.Image) -> int:
     return image.width * image.height * per_pixel
 
 
-def megabytes(count: int) -> str:
-    return f"{math.ceil(count / 1e6)} MB"
+def mebibytes(count: int) -> str:
+    return f"{math.ceil(count / 2**20)} MiB"
 
 
 @dataclass
@@ -73,14 +73,14 @@ class PreprocessMemory:
         if size > self.limit_bytes:
             raise PayloadTooLargeError(
                 f"image is {image.width}x{image.height} ({image.format} {image.mode}) and needs about "
-                f"{megabytes(size)} of memory to preprocess; the limit is {megabytes(self.limit_bytes)}")
+                f"{mebibytes(size)} of memory to preprocess; the limit is {mebibytes(self.limit_bytes)}")
         if size <= LIGHT_BYTES:
             return Reservation(None, size)
         with self._lock:
             if self._held + size > self.limit_bytes:
                 raise PreprocessBusyError(
-                    f"the server is preprocessing other large images ({megabytes(self._held)} of "
-                    f"{megabytes(self.limit_bytes)} in use; this one needs {megabytes(size)}); retry shortly")
+                    f"the server is preprocessing other large images ({mebibytes(self._held)} of "
+                    f"{mebibytes(self.limit_bytes)} in use; this one needs {mebibytes(size)}); retry shortly")
             self._held += size
         return Reservation(self, size)
 

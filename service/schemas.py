@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -128,7 +128,8 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    id: str | None = None
+    # pydantic refuses a lone surrogate ("\\ud800") as a string, so an echoed id always serialises.
+    id: Annotated[str | None, Field(max_length=256)] = None
     inputs: list[RequestInput] = Field(min_length=1, max_length=1)
     outputs: list[RequestOutput] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)

@@ -84,16 +84,29 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=50_000_000, ge=64)
     """Largest accepted decoded image, width x height (413 above: decompression bombs)."""
     preprocess_memory_bytes: int = Field(default=DEFAULT_LIMIT_BYTES, ge=16 * 1024 * 1024)
-    """Estimated memory that large uploads may hold while being preprocessed, all requests together
-    (estimated from each image's header before decoding: pixels x bytes per pixel of its mode). An
+    """Estimated memory (bytes; default 256 MiB) that large uploads may hold while being preprocessed,
+    all requests together (estimated from each image's header before decoding: pixels x bytes per
+    pixel of its mode). An
     image needing more than this alone is refused (413); one that does not fit beside those in progress
-    is shed (503, Retry-After). Uploads needing 16 MB or less (every JPEG, which decodes reduced) do not
+    is shed (503, Retry-After). Uploads needing 16 MiB or less (every JPEG, which decodes reduced) do not
     count against it."""
     max_batch_items: int = Field(default=64, ge=1, le=1024)
     """Most images in one ``/batch`` or v2 infer request (413 above)."""
     max_request_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     """Largest request body on ``/batch`` and v2 infer, refused with 413 while it is being read (``/predict``
     is capped at ``max_upload_bytes`` plus 1 MiB for the form)."""
+
+    max_head_bytes: int = Field(default=64 * 1024, ge=4096)
+    """Largest request line plus headers (431 above)."""
+    head_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a client has to send the request line and headers, from connecting or from the first byte of
+    its next request on a kept-alive connection (408 after, connection closed)."""
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """Time a client has to send the whole request body once its headers arrived (408 after)."""
+    keep_alive_timeout_s: int = Field(default=5, ge=1)
+    """How long an idle kept-alive connection stays open."""
+    max_connections: int = Field(default=1024, ge=1)
+    """Open connections (and requests in progress) beyond which new ones get uvicorn's plain-text 503."""
 
     threshold: float = Field(default=0.5, ge=0, le=1)
     """Default confidence below which an attribute abstains (value null); requests may override it."""

@@ -66,6 +66,18 @@ def png_rgb16(width: int = 40, height: int = 30) -> bytes:
     return png_raw(width, height, 16, 2, rows)
 
 
+def png_zeros(width: int, height: int, bit_depth: int = 16, colour_type: int = 0) -> bytes:
+    """A tiny file that decodes into a huge image: 16-bit grey (the default) or 8-bit RGBA
+    (``bit_depth=8, colour_type=6``) of all zeros, compressed to almost nothing."""
+    bytes_per_pixel = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type] * bit_depth // 8
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (1 + width * bytes_per_pixel)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data)
+            + _png_chunk(b"IEND", b""))
+
+
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A few hundred bytes whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
     row = b"\x00" + b"\x00" * 3 * 16

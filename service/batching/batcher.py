@@ -170,6 +170,8 @@ class Batcher(Generic[T, R]):
         time out in the queue."""
         if not self._accepting:
             raise BatcherStoppedError(f"{self.name}: not accepting requests (stopping or not started)")
+        if timeout_s is not None and timeout_s <= 0:
+            raise DeadlineExceededError(f"{self.name}: the request's deadline passed before it was admitted")
         backlog_s = self._admitted * self._recent_item_s / self.config.max_in_flight
         # A free slot with room in the next batch starts about now, whatever the recent rate says.
         starts_now = len(self._running) < self.config.max_in_flight and self._admitted < self.config.max_batch_size

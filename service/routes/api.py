@@ -19,7 +19,7 @@ from service.errors import (
 )
 from service.pipeline import ServiceState, predict_image
 from service.postprocess import THRESHOLD_SCHEMA, parse_threshold
-from service.predict_request import OPENAPI, read_predict_request
+from service.predict_request import OPENAPI, read_predict_request, single
 from service.schemas import BatchItem, BatchResponse, ErrorBody, ModelList, ModelSummary, PredictResponse
 
 router = APIRouter(tags=["predict"])
@@ -46,6 +46,7 @@ async def predict(request: Request) -> Response:
 
 @router.post("/batch", response_model=BatchResponse, dependencies=[ApiKey], responses=PREDICT_ERRORS)
 async def batch(
+    request: Request,
     state: State,
     images: Annotated[list[UploadFile], File(description="the images, in order")],
     categories: Annotated[list[str], Form(description="one category for all images, or one per image")],
@@ -62,7 +63,10 @@ async def batch(
         if values is not None and len(values) != n:
             raise InvalidRequestError(f"{len(values)} {name} for {n} images; send one per image")
     state.lifecycle.check_accepting()
-    requested_threshold = parse_threshold(threshold)
+    # ``threshold`` documents the field; FastAPI keeps only the last of repeated scalar fields, and the
+    # parsed form (cached) shows them all.
+    repeated = (await request.form()).getlist("threshold")
+    requested_threshold = parse_threshold(single("threshold", repeated, "form field") if repeated else threshold)
 
     async def one(index: int) -> BatchItem:
         client_id = ids[index] if ids else None

@@ -17,7 +17,7 @@ import time
 from fastapi import APIRouter, Response
 
 from service import __version__
-from service.deps import ApiKey, State
+from service.deps import State
 from service.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -25,8 +25,10 @@ from service.errors import (
     UnknownModelError,
     error_responses,
 )
+from service.json_body import KeyFirstJsonRoute
 from service.pipeline import ServiceState, infer_upload
 from service.postprocess import attribute_results, parse_threshold
+from service.predict_request import API_KEY_HEADER
 from service.predictor import ModelInfo, ReadyModel
 from service.schemas import (
     InferenceRequest,
@@ -40,6 +42,8 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+# Only the infer route takes a body; its class checks the key and parses within limits first.
+infer_router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=KeyFirstJsonRoute)
 IMAGE_FILES_INPUT = "image"
 
 
@@ -55,6 +59,16 @@ def _ready_model(state: ServiceState, name: str) -> ReadyModel:
         return state.predictor.ready_model(name)
     except UnknownModelError as error:
         raise ModelNotFoundError(str(error)) from None
+
+
+def decode_base64(elements: list[str]) -> list[bytes]:
+    blobs = []
+    for i, text in enumerate(elements):
+        try:
+            blobs.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError(f"input element {i} is not valid base64") from None
+    return blobs
 
 
 @router.get("", response_model=ServerMetadata)
@@ -99,8 +113,8 @@ async def model_ready(state: State, name: str, response: Response) -> Readiness:
     return Readiness(ready=ok)
 
 
-@router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True,
-             dependencies=[ApiKey], responses=error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504))
+@infer_router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True,
+                   openapi_extra=API_KEY_HEADER, responses=error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504))
 async def infer(state: State, name: str, request: InferenceRequest) -> InferenceResponse:
     started = time.perf_counter()
     state.lifecycle.check_accepting()
@@ -118,12 +132,7 @@ async def infer(state: State, name: str, request: InferenceRequest) -> Inference
     if unknown:
         raise InvalidRequestError(f"unknown outputs {unknown}; outputs: {list(info.category.attribute_names)}")
     threshold = state.threshold(parse_threshold(request.parameters.get("threshold")))
-    blobs = []
-    for i, text in enumerate(tensor.data):
-        try:
-            blobs.append(base64.b64decode(text, validate=True))
-        except (binascii.Error, ValueError):
-            raise InvalidRequestError(f"input element {i} is not valid base64") from None
+    blobs = await asyncio.to_thread(decode_base64, tensor.data)  # up to the body cap of work: off the loop
     # All images go to the batcher together; one bad image fails this request (the protocol has no
     # per-element errors) but never another request.
     done = await asyncio.gather(*(infer_upload(state, model, blob, started) for blob in blobs))
