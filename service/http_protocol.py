@@ -3,9 +3,9 @@ and on the time to send it (408), so a client cannot hold memory with a huge hea
 with a head sent a byte at a time. Body size and body time are bounded in the ASGI layer
 (``service/middleware.py``); idle keep-alive and the number of connections by uvicorn's own settings.
 
-The answers are written straight to the socket and the connection is closed: the application never
-sees such a request, so they are the one place the service answers without its JSON error body's
-metrics (they are logged, one line each).
+The answers (these two, and uvicorn's 400 for a request it cannot parse) are the JSON error body,
+written straight to the socket before the connection is closed: the application never sees such a
+request, so they are logged, one line each, rather than counted in its metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("service.http")
 
-_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_CODES = {400: "bad_request", 408: "request_timeout", 431: "header_too_large"}
 
 
 def guarded_protocol(max_head_bytes: int, head_timeout_s: float) -> type[HttpToolsProtocol]:
@@ -67,10 +68,7 @@ def guarded_protocol(max_head_bytes: int, head_timeout_s: float) -> type[HttpToo
                 raise ValueError(self._refusal[1])
 
         def send_400_response(self, msg: str) -> None:
-            if self._refusal is None:
-                super().send_400_response(msg)
-            else:
-                self._refuse(*self._refusal)
+            self._refuse(*(self._refusal or (400, msg)))
 
         def _arm_head_timer(self) -> None:
             if self._head_timer is None:
@@ -91,8 +89,7 @@ def guarded_protocol(max_head_bytes: int, head_timeout_s: float) -> type[HttpToo
             if self.transport.is_closing():
                 return
             log.warning("refused %s:%s: %d %s", *(self.client or ("?", "?")), status, message)
-            body = json.dumps({"error": message, "code": "request_timeout" if status == 408 else
-                               "header_too_large"}).encode()
+            body = json.dumps({"error": message, "code": _CODES[status]}).encode()
             self.transport.write(
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
