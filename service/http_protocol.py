@@ -23,76 +23,82 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fie
 _CODES = {400: "bad_request", 408: "request_timeout", 431: "header_too_large"}
 
 
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """Give uvicorn :func:`guarded_protocol`'s subclass, which sets the two limits (from the settings)."""
+
+    max_head_bytes: int
+    head_timeout_s: float
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[int, str] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        # A keep-alive connection's next head is timed from its first byte; until then the connection
+        # is idle, and uvicorn's keep-alive timeout applies.
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.max_head_bytes:
+            self._refusal = (431, f"request head exceeds {self.max_head_bytes} bytes")
+            # Raising from a parser callback stops the parser; uvicorn then calls send_400_response.
+            raise ValueError(self._refusal[1])
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(*(self._refusal or (400, msg)))
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.cycle is None or self.cycle.response_complete:
+            # A connection that opened, or started its next request, and never finished the head.
+            self._refuse(408, f"request head not received within {self.head_timeout_s:g} s")
+
+    def _refuse(self, status: int, message: str) -> None:
+        if self.transport.is_closing():
+            return
+        log.warning("refused %s:%s: %d %s", *(self.client or ("?", "?")), status, message)
+        body = json.dumps({"error": message, "code": _CODES[status]}).encode()
+        self.transport.write(
+            f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+        self.transport.close()
+
+
 def guarded_protocol(max_head_bytes: int, head_timeout_s: float) -> type[HttpToolsProtocol]:
     """The protocol class to give uvicorn (``Config(http=...)``), with these limits."""
-
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._head_bytes = 0
-            self._head_timer: asyncio.TimerHandle | None = None
-            self._refusal: tuple[int, str] | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_head_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_head_timer()
-            super().connection_lost(exc)
-
-        def on_message_begin(self) -> None:
-            # A keep-alive connection's next head is timed from its first byte; until then the connection
-            # is idle, and uvicorn's keep-alive timeout applies.
-            super().on_message_begin()
-            self._head_bytes = 0
-            self._arm_head_timer()
-
-        def on_url(self, url: bytes) -> None:
-            self._count_head(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._count_head(len(name) + len(value) + 4)
-            super().on_header(name, value)
-
-        def on_headers_complete(self) -> None:
-            self._disarm_head_timer()
-            super().on_headers_complete()
-
-        def _count_head(self, size: int) -> None:
-            self._head_bytes += size
-            if self._head_bytes > max_head_bytes:
-                self._refusal = (431, f"request head exceeds {max_head_bytes} bytes")
-                # Raising from a parser callback stops the parser; uvicorn then calls send_400_response.
-                raise ValueError(self._refusal[1])
-
-        def send_400_response(self, msg: str) -> None:
-            self._refuse(*(self._refusal or (400, msg)))
-
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
-
-        def _disarm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
-            if self.cycle is None or self.cycle.response_complete:
-                # A connection that opened, or started its next request, and never finished the head.
-                self._refuse(408, f"request head not received within {head_timeout_s:g} s")
-
-        def _refuse(self, status: int, message: str) -> None:
-            if self.transport.is_closing():
-                return
-            log.warning("refused %s:%s: %d %s", *(self.client or ("?", "?")), status, message)
-            body = json.dumps({"error": message, "code": _CODES[status]}).encode()
-            self.transport.write(
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
-            self.transport.close()
-
-    return GuardedHttpToolsProtocol
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
+                {"max_head_bytes": max_head_bytes, "head_timeout_s": head_timeout_s})
