@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from catalog.decoding import AttributeCalibration, ConsistencyRule, Decoder
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, Taxonomy, load_taxonomy
-from model_training.backbone import backbone_from_entry
+from model_training.backbone import BackboneError, backbone_from_entry
 from model_training.model import CategoryModel
 
 FORMAT_VERSION = 2
@@ -151,7 +151,10 @@ def make_info(model: CategoryModel, category: Category, preprocessing: Preproces
 
 def build_model(info: CheckpointInfo) -> CategoryModel:
     """The architecture a checkpoint describes, with random weights."""
-    backbone = backbone_from_entry(info.backbone)
+    try:
+        backbone = backbone_from_entry(info.backbone)
+    except BackboneError as error:
+        raise CheckpointError(f"cannot rebuild the checkpoint's backbone: {error}") from None
     return CategoryModel(backbone, info.value_orders, head_hidden=int(info.head.get("hidden", 256)),
                          head_dropout=float(info.head.get("dropout", 0.2)))
 
