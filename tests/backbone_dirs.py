@@ -70,3 +70,47 @@ def save_tiny(kind: str, folder: Path, seed: int = 0) -> Path:
     path = folder / kind
     model.save_pretrained(path)
     return path
+
+
+OPEN_CLIP_TEXT = {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}
+OPEN_CLIP_CONFIGS = {
+    # native 32 px: loading at 64 px exercises the position-embedding resize
+    "tiny-vit-quickgelu": {"embed_dim": 16, "quick_gelu": True, "text_cfg": OPEN_CLIP_TEXT, "vision_cfg": {
+        "image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16}},
+    "tiny-convnext": {"embed_dim": 16, "text_cfg": OPEN_CLIP_TEXT, "vision_cfg": {
+        "timm_model_name": "convnext_atto", "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear",
+        "timm_drop": 0.0, "timm_drop_path": 0.1, "image_size": 64}},
+}
+"""The shapes of the winners' towers (ViT-H-14-quickgelu, convnext_xxlarge), shrunk to test size."""
+
+
+def save_tiny_open_clip(name: str, folder: Path, seed: int = 0) -> Path:
+    """Register ``name`` with open_clip (from :data:`OPEN_CLIP_CONFIGS`), create it with random weights and
+    write its state dict to ``folder/name.safetensors``: what a downloaded open_clip checkpoint holds."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    config_path = folder / f"{name}.json"
+    config_path.write_text(json.dumps(OPEN_CLIP_CONFIGS[name]))
+    open_clip.add_model_config(config_path)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name)
+    weights = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return weights
+
+
+def save_open_clip_dir(name: str, folder: Path, mean: tuple[float, float, float] = (0.5, 0.4, 0.3)) -> Path:
+    """``folder/name/``: the layout of an open_clip hub repository (``open_clip_config.json`` with model and
+    preprocessing configs, ``open_clip_model.safetensors``)."""
+    import json
+
+    directory = folder / name
+    directory.mkdir(parents=True)
+    save_tiny_open_clip(name, folder).rename(directory / "open_clip_model.safetensors")
+    config = {"model_cfg": OPEN_CLIP_CONFIGS[name], "preprocess_cfg": {"mean": list(mean), "std": [0.2, 0.2, 0.2]}}
+    (directory / "open_clip_config.json").write_text(json.dumps(config))
+    return directory
