@@ -144,3 +144,11 @@ def test_the_training_cli_refuses_an_unsupported_backbone_with_a_message_not_a_t
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith(f"error: backbone {str(bert)!r}: ") and "'bert'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", sorted(FAMILY_OF))
+def test_every_backbone_parameter_gets_a_gradient_from_the_feature_map(saved, kind):
+    """DDP refuses parameters without a gradient: the left-out parts (text tower, pooler, ...) must be gone."""
+    backbone = build_backbone(str(saved[kind]))
+    backbone.forward_features(torch.randn(1, 3, 64, 64)).square().mean().backward()
+    assert [n for n, p in backbone.named_parameters() if p.grad is None] == []

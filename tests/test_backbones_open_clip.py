@@ -72,3 +72,10 @@ def test_stochastic_depth_goes_to_timm_towers_and_is_refused_for_vit_towers(tmp_
     vit = save_tiny_open_clip("tiny-vit-quickgelu", tmp_path)
     with pytest.raises(BackboneError, match="no stochastic depth"):
         build_backbone(f"open_clip:tiny-vit-quickgelu/{vit}", drop_path_rate=0.3)
+
+
+@pytest.mark.parametrize("name", sorted(OPEN_CLIP_CONFIGS))
+def test_every_tower_parameter_gets_a_gradient_once_the_projection_is_pruned(tmp_path, name):
+    backbone = build_backbone(f"open_clip:{name}/{save_tiny_open_clip(name, tmp_path)}", image_size=64)
+    backbone.forward_features(torch.randn(1, 3, 64, 64)).square().mean().backward()
+    assert [n for n, p in backbone.named_parameters() if p.grad is None] == []
