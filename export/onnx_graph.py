@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -28,6 +29,18 @@ class _TupleOutputs(torch.nn.Module):
         return tuple(outputs)
 
 
+@contextmanager
+def unfused_attention() -> Iterator[None]:
+    """``nn.MultiheadAttention`` (open_clip towers) without its eval-mode fused kernel, which has no ONNX
+    symbolic; the unfused path computes the same attention from the same weights."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def export_onnx(
     model: torch.nn.Module,
     attribute_names: Sequence[str],
@@ -39,7 +52,7 @@ def export_onnx(
     wrapper = _TupleOutputs(model, attribute_names).eval()
     dummy = torch.zeros((2, *input_shape), dtype=torch.float32)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in attribute_names}}
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), unfused_attention():
         # The TorchScript exporter writes one self-contained file in well under a second; the dynamo
         # exporter splits weights into an external-data file and takes ~10x longer for the same graph.
         warnings.simplefilter("ignore")

@@ -24,10 +24,13 @@ from safetensors.torch import load_file, save_file
 from catalog.decoding import AttributeCalibration, ConsistencyRule, Decoder
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, Taxonomy, load_taxonomy
-from model_training.backbone import backbone_config, backbone_from_config
+from model_training.backbone import BackboneError, backbone_from_entry
 from model_training.model import CategoryModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
+"""Version 1: the backbone was a bare ``ConvNextModel`` (weights ``backbone.*``, entry without a family);
+version 2 wraps every family (weights ``backbone.model.*``, entry with family and pretrained_cfg)."""
 WEIGHTS_NAME = "model.safetensors"
 INFO_NAME = "checkpoint.json"
 
@@ -44,7 +47,8 @@ class CheckpointInfo:
     """Attribute name -> the head's value order; dict order is the model's output order."""
     preprocessing: PreprocessSpec
     backbone: dict[str, Any]
-    """``{"name": what --backbone said, "config": ConvNextConfig.to_dict()}``."""
+    """``{"name": what --backbone said, "family": ..., "config": ..., "pretrained_cfg": ...}``
+    (:meth:`model_training.backbones.base.Backbone.checkpoint_entry`)."""
     head: dict[str, Any] = field(default_factory=lambda: {"hidden": 256, "dropout": 0.2})
     calibration: dict[str, AttributeCalibration] = field(default_factory=dict)
     rules: list[ConsistencyRule] = field(default_factory=list)
@@ -97,8 +101,9 @@ class CheckpointInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CheckpointInfo:
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        if version not in (LEGACY_FORMAT_VERSION, FORMAT_VERSION):
+            raise CheckpointError(f"checkpoint format_version {version!r} is not supported (expected "
+                                  f"{LEGACY_FORMAT_VERSION} or {FORMAT_VERSION})")
         return cls(
             category=str(data["category"]),
             value_orders={k: tuple(v) for k, v in data["value_orders"].items()},
@@ -112,6 +117,7 @@ class CheckpointInfo:
             taxonomy=dict(data.get("taxonomy") or {}),
             train_config=dict(data.get("train_config") or {}),
             created_at=str(data.get("created_at") or ""),
+            format_version=int(version),
         )
 
 
@@ -136,7 +142,7 @@ def make_info(model: CategoryModel, category: Category, preprocessing: Preproces
         category=category.name,
         value_orders=dict(model.value_orders),
         preprocessing=preprocessing,
-        backbone={"name": backbone_name, "config": backbone_config(model.backbone)},
+        backbone=model.backbone.checkpoint_entry(backbone_name),
         head={"hidden": model.head_hidden, "dropout": model.head_dropout},
         taxonomy=taxonomy_slice,  # type: ignore[arg-type]
         **extra,
@@ -145,7 +151,10 @@ def make_info(model: CategoryModel, category: Category, preprocessing: Preproces
 
 def build_model(info: CheckpointInfo) -> CategoryModel:
     """The architecture a checkpoint describes, with random weights."""
-    backbone = backbone_from_config(info.backbone["config"])
+    try:
+        backbone = backbone_from_entry(info.backbone)
+    except BackboneError as error:
+        raise CheckpointError(f"cannot rebuild the checkpoint's backbone: {error}") from None
     return CategoryModel(backbone, info.value_orders, head_hidden=int(info.head.get("hidden", 256)),
                          head_dropout=float(info.head.get("dropout", 0.2)))
 
@@ -200,6 +209,12 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
     model.load_state_dict(dict(state), strict=True)
 
 
+def legacy_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A version-1 state dict in today's layout: the bare ConvNeXt's ``backbone.*`` is now ``backbone.model.*``."""
+    return {("backbone.model." + k.removeprefix("backbone.") if k.startswith("backbone.") else k): v
+            for k, v in state.items()}
+
+
 def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> tuple[CategoryModel, CheckpointInfo]:
     """``(model in eval mode, info)`` from a checkpoint directory; strict about every weight."""
     info = read_info(run_dir)
@@ -207,7 +222,10 @@ def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> tuple[Cat
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file not found")
     model = build_model(info)
-    load_state_strict(model, load_file(str(weights), device=map_location), str(weights))
+    state = load_file(str(weights), device=map_location)
+    if info.format_version == LEGACY_FORMAT_VERSION:
+        state = legacy_state(state)
+    load_state_strict(model, state, str(weights))
     model.to(map_location)
     model.eval()
     return model, info

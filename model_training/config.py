@@ -26,7 +26,9 @@ class TrainConfig:
     """A category name or slug, or ``all`` (one sub-directory of ``out`` per category slug)."""
     out: str = "runs/latest"
     backbone: str = DEFAULT_BACKBONE
-    """Hub id, local ``save_pretrained`` directory, or convnext-base/-tiny/-atto/-test (random init)."""
+    """Hugging Face hub id or ``save_pretrained`` dir (ConvNeXt, ConvNeXt-V2, CLIP, SigLIP, ViT, DINOv2),
+    ``open_clip:MODEL/TAG`` / ``open_clip:DIR`` / ``open_clip:hf-hub:ORG/REPO`` (the ``openclip`` extra), or a
+    random-init preset: convnext-base/-tiny/-atto/-test, vit-test (model_training/backbone.py)."""
     image_size: int = DEFAULT_IMAGE_SIZE
     interpolation: Interpolation = DEFAULT_INTERPOLATION
     resize: ResizeMode = DEFAULT_RESIZE
@@ -79,7 +81,7 @@ def _flag(name: str) -> str:
 
 
 def build_parser(prog: str = "python -m model_training.train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train per-category ConvNeXt attribute models.",
+    parser = argparse.ArgumentParser(prog=prog, description="Train per-category attribute models.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = get_type_hints(TrainConfig)
     for f in fields(TrainConfig):

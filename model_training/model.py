@@ -1,4 +1,5 @@
-"""The per-category model: a ConvNeXt backbone and one attention head per attribute.
+"""The per-category model: a backbone (any family, see :mod:`model_training.backbone`) and one attention
+head per attribute.
 
 ``forward(pixel_values[N, 3, H, W]) -> dict[attribute name -> logits[N, K_attr]]``, keys in the
 taxonomy's attribute order (also :attr:`CategoryModel.attribute_names`), logits in the head's value
@@ -12,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
-from transformers import ConvNextModel
 
 from catalog.taxonomy import Category
-from model_training.backbone import feature_channels
+from model_training.backbones.base import Backbone
 from model_training.heads import AttentionHead
 
 
@@ -27,7 +27,7 @@ def value_orders_for(category: Category) -> dict[str, tuple[str, ...]]:
 class CategoryModel(nn.Module):
     def __init__(
         self,
-        backbone: ConvNextModel,
+        backbone: Backbone,
         value_orders: Mapping[str, Sequence[str]],
         *,
         head_hidden: int = 256,
@@ -47,7 +47,7 @@ class CategoryModel(nn.Module):
 
     @property
     def num_features(self) -> int:
-        return feature_channels(self.backbone)
+        return self.backbone.num_features
 
     def reset_heads(self, value_orders: Mapping[str, Sequence[str]]) -> None:
         """Replace every head with a fresh one per attribute (e.g. to reuse a backbone for a new category)."""
@@ -66,13 +66,8 @@ class CategoryModel(nn.Module):
             parameter.requires_grad_(not frozen)
 
     def features(self, pixel_values: Tensor) -> Tensor:
-        """(N, 3, H, W) -> the backbone's final feature map (N, C, H/32, W/32), layer-normed per location.
-
-        Hugging Face applies the final LayerNorm only to the pooled vector; applying it per location keeps
-        the pretrained normalisation and means every backbone parameter gets a gradient (DDP needs that).
-        """
-        fmap = self.backbone(pixel_values).last_hidden_state
-        return self.backbone.layernorm(fmap.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        """(N, 3, H, W) -> the backbone's final feature map (N, C, h, w), normalised per location."""
+        return self.backbone.forward_features(pixel_values)
 
     @staticmethod
     def pooled(features: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ from catalog.decoding import Decoder
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, load_taxonomy
 from model_training.augment import Augment
-from model_training.backbone import build_backbone
+from model_training.backbone import Backbone, BackboneError, build_backbone
 from model_training.checkpoint import INFO_NAME, load_state_strict, make_info, read_info, save_checkpoint
 from model_training.config import TrainConfig, parse_config
 from model_training.data import ImageDataset, complete_rows, encode_targets, stratified_split
@@ -123,13 +123,16 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
         return finished
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
+    backbone = build_backbone(cfg.backbone, image_size=cfg.image_size, drop_path_rate=cfg.drop_path or None)
+    log(runtime, f"backbone {backbone.loaded_from}; mean/std from {backbone.pretrained_cfg.source}")
     spec = PreprocessSpec(height=cfg.image_size, width=cfg.image_size, resize=cfg.resize,
-                          interpolation=cfg.interpolation)
+                          interpolation=cfg.interpolation, mean=backbone.pretrained_cfg.mean,
+                          std=backbone.pretrained_cfg.std)
     run = CategoryRun(cfg, runtime, category, run_dir, spec, value_orders_for(category), started)
     split = split_rows(run, rows)
     loaders = build_loaders(run, rows, split, target_rows)
     counts = class_counts(split.targets[split.train], [len(v) for v in run.value_orders.values()])
-    training = build_training(run, counts, len(loaders.t1))
+    training = build_training(run, backbone, counts, len(loaders.t1))
     start_epoch, best_score = resume_or_start(run, training)
     train_end_to_end(run, training, loaders, start_epoch, best_score)
     if not runtime.is_main:
@@ -195,11 +198,11 @@ def build_loaders(run: CategoryRun, rows: Sequence[LabelRow], split: Split,
     return Loaders(t1_set, t1, sampler, val, target_images)
 
 
-def build_training(run: CategoryRun, counts: list[np.ndarray], batches_per_epoch: int) -> Training:
+def build_training(run: CategoryRun, backbone: Backbone, counts: list[np.ndarray], batches_per_epoch: int) -> Training:
     """Model, loss, AdamW (backbone and heads at their own rates) with a warm-up cosine schedule."""
     cfg, runtime = run.cfg, run.runtime
-    model = CategoryModel(build_backbone(cfg.backbone, drop_path_rate=cfg.drop_path or None), run.value_orders,
-                          head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout).to(runtime.device)
+    model = CategoryModel(backbone, run.value_orders, head_hidden=cfg.head_hidden,
+                          head_dropout=cfg.head_dropout).to(runtime.device)
     criterion = MaskedMultiTaskLoss(list(run.value_orders), counts, cfg.loss, cfg.loss_tau,
                                     cfg.label_smoothing).to(runtime.device)
     optimizer = torch.optim.AdamW(
@@ -344,6 +347,15 @@ def write_checkpoint(run: CategoryRun, model: CategoryModel, split: Split, heads
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(argv)
+    try:
+        return train(cfg)
+    except BackboneError as error:
+        print(f"error: backbone {cfg.backbone!r}: {error}", file=sys.stderr, flush=True)
+        return 2
+
+
+def train(cfg: TrainConfig) -> int:
+    """Every selected category in turn, then ``train_summary.json``."""
     runtime = setup_runtime(cfg)
     torch.backends.cudnn.benchmark = runtime.device.type == "cuda"
     taxonomy = load_taxonomy()

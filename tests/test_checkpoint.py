@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -103,3 +106,34 @@ def test_checkpoint_discovery_without_checkpoints_is_an_error(tmp_path, make):
     make(path)
     with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a folder of checkpoint"):
         find_checkpoint_dirs(path)
+
+
+def test_a_format_1_checkpoint_written_by_the_convnext_only_code_still_loads_and_predicts_the_same():
+    """tests/data/checkpoint_v1 was written by main at 344d1d7 (backbone = a bare ConvNextModel, its entry
+    a ConvNextConfig without a family); expected_logits.json holds that model's outputs on a fixed input."""
+    folder = Path(__file__).parent / "data" / "checkpoint_v1"
+    model, info = load_checkpoint(folder)
+    assert info.format_version == 1 and "family" not in info.backbone
+    assert model.backbone.family == "hf-convnext"
+    x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
+    expected = json.loads((folder / "expected_logits.json").read_text())
+    with torch.no_grad():
+        for name, logits in model(x).items():
+            torch.testing.assert_close(logits, torch.tensor(expected[name]), rtol=1e-5, atol=1e-6)
+
+
+def test_new_checkpoints_store_the_backbone_family_and_its_normalisation(tmp_path):
+    _, run = saved(tmp_path)
+    stored = json.loads((run / INFO_NAME).read_text())
+    assert stored["format_version"] == 2
+    assert stored["backbone"]["family"] == "hf-convnext"
+    assert stored["backbone"]["pretrained_cfg"]["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_a_checkpoint_of_an_unknown_backbone_family_is_a_checkpoint_error(tmp_path):
+    _, run = saved(tmp_path)
+    stored = json.loads((run / INFO_NAME).read_text())
+    stored["backbone"]["family"] = "hf-swin"
+    (run / INFO_NAME).write_text(json.dumps(stored))
+    with pytest.raises(CheckpointError, match="family 'hf-swin' is unknown; known: hf-convnext"):
+        load_checkpoint(run)

@@ -57,5 +57,5 @@ def test_mmd_gradient_reaches_the_backbone():
     source = model.pooled(model.features(torch.randn(4, 3, 32, 32)))
     target = model.pooled(model.features(torch.randn(4, 3, 32, 32) + 1.0))
     mmd(source, target).backward()
-    stem = model.backbone.embeddings.patch_embeddings.weight.grad
+    stem = model.backbone.model.embeddings.patch_embeddings.weight.grad
     assert stem is not None and stem.abs().sum() > 0

@@ -45,7 +45,7 @@ def test_freeze_backbone_and_reset_heads():
 
 def test_backbone_loads_from_local_directory(tmp_path):
     source = build_backbone("convnext-test")
-    source.save_pretrained(tmp_path / "bb")
+    source.model.save_pretrained(tmp_path / "bb")
     loaded = build_backbone(str(tmp_path / "bb"))
     for (k1, v1), (k2, v2) in zip(source.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
@@ -57,7 +57,7 @@ def test_unknown_backbone_error_lists_named_configs(tmp_path):
 
 
 def test_named_atto_matches_timm_sizes():
-    config = build_backbone("convnext-atto").config
+    config = build_backbone("convnext-atto").model.config
     assert config.hidden_sizes == [40, 80, 160, 320] and config.depths == [2, 2, 6, 2]
 
 
