@@ -51,7 +51,6 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.service = state
     app.include_router(api.router)
     app.include_router(v2.router)
-    app.include_router(v2.infer_router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

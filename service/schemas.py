@@ -114,11 +114,21 @@ class ModelMetadata(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
+class RepositoryModel(BaseModel):
+    """One entry of the repository index (Triton's repository extension)."""
+
+    name: str
+    version: str
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str = ""
+
+
 class RequestInput(BaseModel):
     name: str
     shape: list[int]
     datatype: Literal["BYTES"]
-    data: list[str] = Field(description="base64-encoded image files")
+    data: list[str] | None = Field(default=None, description="base64-encoded image files (absent when they "
+                                   "come in the binary tensor extension, with parameters.binary_data_size)")
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -160,8 +160,12 @@ async def test_open_inference_protocol_health_metadata_and_infer(tmp_path):
     body = infer.json()
     assert infer.status_code == 200 and body["id"] == "r1" and body["model_version"] == "3"
     outputs = {o["name"]: o for o in body["outputs"]}
-    assert list(outputs) == ["color", "neck", "pattern", "print_or_pattern_type", "sleeve_length"]
+    attributes = ["color", "neck", "pattern", "print_or_pattern_type", "sleeve_length"]
+    assert list(outputs) == [name for a in attributes for name in (a, f"{a}_confidence")]
     assert outputs["sleeve_length"]["data"] == ["short sleeves"] * 2 and outputs["color"]["data"] == ["", ""]
+    assert outputs["color_confidence"]["datatype"] == "FP32" and outputs["color_confidence"]["data"][0] < 0.5
+    # Parameters hold scalars only, as the protocol says.
+    assert all(not isinstance(v, list | dict) for o in body["outputs"] for v in o.get("parameters", {}).values())
     assert missing.status_code == 404
     assert bad_b64.status_code == 422 and "base64" in bad_b64.json()["error"]
 

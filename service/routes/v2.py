@@ -1,50 +1,51 @@
 """The Open Inference Protocol (KServe v2) over HTTP/REST, so standard clients work.
 
-Inference takes one ``BYTES`` input, :data:`IMAGE_FILES_INPUT`, whose elements are base64-encoded image
-files, and answers with one ``BYTES`` output per attribute (the value, or "" where the model abstains at
-the request's ``parameters.threshold``); ``parameters.confidence`` of each output holds the
-confidences. The files are preprocessed by the service, so this input is not the ONNX graph's (a float
-pixel tensor, named in the model's manifest).
+Inference takes one ``BYTES`` input, :data:`IMAGE_FILES_INPUT`, whose elements are image files (base64
+strings in JSON, raw files in the binary tensor extension that ``tritonclient`` uses), and answers with
+two outputs per attribute: ``<attribute>`` (``BYTES``, the value, or "" where the model abstains at the
+request's ``parameters.threshold``) and ``<attribute>_confidence`` (``FP32``); parameters are scalars,
+as the protocol says. The files are preprocessed by the service, so this input is not the ONNX graph's
+(a float pixel tensor, named in the model's manifest).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import time
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from service import __version__
-from service.deps import State
+from service.deps import State, check_api_key
 from service.errors import (
     InvalidRequestError,
     ModelNotFoundError,
-    PayloadTooLargeError,
     UnknownModelError,
     error_responses,
 )
-from service.json_body import KeyFirstJsonRoute
+from service.json_body import max_elements
 from service.pipeline import ServiceState, infer_upload
 from service.postprocess import attribute_results, parse_threshold
 from service.predict_request import API_KEY_HEADER
 from service.predictor import ModelInfo, ReadyModel
 from service.schemas import (
+    AttributeResult,
     InferenceRequest,
     InferenceResponse,
     Liveness,
     ModelMetadata,
     Readiness,
+    RepositoryModel,
     ResponseOutput,
     ServerMetadata,
     TensorMetadata,
 )
+from service.v2_wire import HEADER_LENGTH, encode_infer_response, parse_infer_body
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
-# Only the infer route takes a body; its class checks the key and parses within limits first.
-infer_router = APIRouter(prefix="/v2", tags=["open inference protocol"], route_class=KeyFirstJsonRoute)
 IMAGE_FILES_INPUT = "image"
+CONFIDENCE_SUFFIX = "_confidence"
 
 
 def _info(state: ServiceState, name: str) -> ModelInfo:
@@ -59,16 +60,6 @@ def _ready_model(state: ServiceState, name: str) -> ReadyModel:
         return state.predictor.ready_model(name)
     except UnknownModelError as error:
         raise ModelNotFoundError(str(error)) from None
-
-
-def decode_base64(elements: list[str]) -> list[bytes]:
-    blobs = []
-    for i, text in enumerate(elements):
-        try:
-            blobs.append(base64.b64decode(text, validate=True))
-        except (binascii.Error, ValueError):
-            raise InvalidRequestError(f"input element {i} is not valid base64") from None
-    return blobs
 
 
 @router.get("", response_model=ServerMetadata)
@@ -96,9 +87,10 @@ async def model_metadata(state: State, name: str) -> ModelMetadata:
         inputs=[TensorMetadata(name=IMAGE_FILES_INPUT, datatype="BYTES", shape=[-1],
                                parameters={"content": "base64-encoded image file",
                                            "height": info.spec.height, "width": info.spec.width})],
-        outputs=[TensorMetadata(name=a.name, datatype="BYTES", shape=[-1],
-                                parameters={"column": a.column, "values": list(a.values)})
-                 for a in info.category.attributes],
+        outputs=[tensor for a in info.category.attributes for tensor in (
+            TensorMetadata(name=a.name, datatype="BYTES", shape=[-1],
+                           parameters={"column": a.column, "values": list(a.values)}),
+            TensorMetadata(name=a.name + CONFIDENCE_SUFFIX, datatype="FP32", shape=[-1]))],
         parameters={"category": info.category.name, "version": info.version, "precision": info.precision,
                     "provider": info.provider, "ready": info.ready},
     )
@@ -113,36 +105,82 @@ async def model_ready(state: State, name: str, response: Response) -> Readiness:
     return Readiness(ready=ok)
 
 
-@infer_router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True,
-                   openapi_extra=API_KEY_HEADER, responses=error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504))
-async def infer(state: State, name: str, request: InferenceRequest) -> InferenceResponse:
+@router.post("/repository/index", response_model=list[RepositoryModel])
+async def repository_index(state: State) -> list[RepositoryModel]:
+    """Every configured model and whether it serves (``tritonclient``'s ``get_model_repository_index``)."""
+    return [RepositoryModel(name=m.name, version=str(m.version),
+                            state="READY" if m.ready and not state.lifecycle.draining else "UNAVAILABLE",
+                            reason=m.error or ("draining" if state.lifecycle.draining else ""))
+            for m in state.predictor.models()]
+
+
+def infer_openapi() -> dict[str, Any]:
+    """The body the infer route reads itself (JSON, or JSON plus binary tensors), for the OpenAPI document."""
+    schema = InferenceRequest.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    return {**API_KEY_HEADER, "requestBody": {"required": True, "content": {
+        "application/json": {"schema": inline(schema)},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}, "description": (
+            f"the binary tensor extension: a JSON header of {HEADER_LENGTH} bytes, then the tensors")},
+    }}}
+
+
+@router.post("/models/{name}/infer", response_model=InferenceResponse, response_model_exclude_none=True,
+             openapi_extra=infer_openapi(), responses=error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504))
+async def infer(request: Request, name: str) -> Response:
+    """The API key is checked and the model looked up before the body is read; the body is parsed
+    within limits, off the event loop (``service/v2_wire.py``)."""
     started = time.perf_counter()
+    state: ServiceState = request.app.state.service
+    check_api_key(state, request.headers.get("x-api-key"), request.headers.get("authorization"))
     state.lifecycle.check_accepting()
     model = _ready_model(state, name)
-    info = model.info
-    tensor = request.inputs[0]
+    limit = state.settings.max_batch_items
+    parsed = await asyncio.to_thread(parse_infer_body, await request.body(), request.headers.get(HEADER_LENGTH),
+                                     limit, max_elements(limit))
+    tensor = parsed.request.inputs[0]
     if tensor.name != IMAGE_FILES_INPUT:
         raise InvalidRequestError(f"input {tensor.name!r} is unknown; this model takes {IMAGE_FILES_INPUT!r}")
-    if tensor.shape != [len(tensor.data)]:
-        raise InvalidRequestError(f"input shape {tensor.shape} does not match its {len(tensor.data)} elements")
-    if len(tensor.data) > state.settings.max_batch_items:
-        raise PayloadTooLargeError(f"{len(tensor.data)} images; the limit is {state.settings.max_batch_items}")
-    wanted = [o.name for o in request.outputs] if request.outputs else list(info.category.attribute_names)
-    unknown = [o for o in wanted if o not in info.category.attribute_names]
-    if unknown:
-        raise InvalidRequestError(f"unknown outputs {unknown}; outputs: {list(info.category.attribute_names)}")
-    threshold = state.threshold(parse_threshold(request.parameters.get("threshold")))
-    blobs = await asyncio.to_thread(decode_base64, tensor.data)  # up to the body cap of work: off the loop
+    wanted = requested_outputs(model.info, parsed.request)
+    threshold = state.threshold(parse_threshold(parsed.request.parameters.get("threshold")))
     # All images go to the batcher together; one bad image fails this request (the protocol has no
     # per-element errors) but never another request.
-    done = await asyncio.gather(*(infer_upload(state, model, blob, started) for blob in blobs))
+    done = await asyncio.gather(*(infer_upload(state, model, data, started) for data in parsed.files))
     results = [attribute_results(inference.row, threshold) for inference in done]
     for result in results:
-        state.metrics.count_answer(info.name, result)
-    outputs = [
-        ResponseOutput(name=attr, shape=[len(results)], datatype="BYTES",
-                       data=[r[attr].value or "" for r in results],
-                       parameters={"confidence": [round(r[attr].confidence, 6) for r in results]})
-        for attr in wanted
-    ]
-    return InferenceResponse(model_name=info.name, model_version=str(info.version), id=request.id, outputs=outputs)
+        state.metrics.count_answer(model.info.name, result)
+    response = InferenceResponse(model_name=model.info.name, model_version=str(model.info.version),
+                                 id=parsed.request.id, outputs=[output(name, results) for name in wanted])
+    content, headers = encode_infer_response(response, parsed.binary_outputs)
+    return Response(content, headers=headers)
+
+
+def output_names(info: ModelInfo) -> list[str]:
+    """Per attribute, its value (BYTES, "" where abstaining) and its confidence (FP32)."""
+    return [name for a in info.category.attributes for name in (a.name, a.name + CONFIDENCE_SUFFIX)]
+
+
+def requested_outputs(info: ModelInfo, request: InferenceRequest) -> list[str]:
+    known = output_names(info)
+    wanted = [o.name for o in request.outputs] if request.outputs else known
+    unknown = [o for o in wanted if o not in known]
+    if unknown:
+        raise InvalidRequestError(f"unknown outputs {unknown}; outputs: {known}")
+    return wanted
+
+
+def output(name: str, results: list[dict[str, AttributeResult]]) -> ResponseOutput:
+    if name.endswith(CONFIDENCE_SUFFIX):
+        attribute = name[:-len(CONFIDENCE_SUFFIX)]
+        return ResponseOutput(name=name, shape=[len(results)], datatype="FP32",
+                              data=[round(r[attribute].confidence, 6) for r in results])
+    return ResponseOutput(name=name, shape=[len(results)], datatype="BYTES",
+                          data=[r[name].value or "" for r in results])

@@ -78,7 +78,7 @@ def test_batch_and_open_inference_protocol_over_http(server):
     encoded = base64.b64encode(image_bytes()).decode()
     infer = httpx.post(f"{server.url}/v2/models/sarees/infer", timeout=10, json={
         "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [encoded]}]})
-    assert infer.status_code == 200 and len(infer.json()["outputs"]) == 10
+    assert infer.status_code == 200 and len(infer.json()["outputs"]) == 2 * 10  # value and confidence
     assert httpx.get(f"{server.url}/v2/models/sarees/ready").json() == {"ready": True}
 
 
