@@ -32,7 +32,10 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
         http = to_http(error)
         if http.code == "internal_error":  # a batcher failure with no status of its own
             log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-        metrics.rejections_total.labels(http.code).inc()
+        if not (isinstance(error, StarletteHTTPException) and error.status_code == 404):
+            # An unknown path (a browser's /favicon.ico, a scanner) is not refused work; a v2 request for an
+            # unknown model is (ModelNotFoundError, counted).
+            metrics.rejections_total.labels(http.code).inc()
         return JSONResponse(http.body(), status_code=http.status, headers=http.headers)
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from service.schemas import AttributeResult, Conflict
 
@@ -13,10 +22,18 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+# Every counter and histogram would otherwise export a ``_created`` timestamp series beside it,
+# doubling the exposition for a value no dashboard or alert uses.
+disable_created_metrics()
+
+
 class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # Process (CPU, memory, open files), Python platform and GC metrics, as the default registry has.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.request_seconds = Histogram(
             "catalog_http_request_duration_seconds", "HTTP request latency by route template and status.",
             ["route", "method", "status"], buckets=LATENCY_BUCKETS_S, registry=r)
@@ -24,10 +41,10 @@ class ServiceMetrics:
             "catalog_preprocess_duration_seconds", "Preprocessing one upload: reading the file, resizing, normalising.",
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.queue_wait_seconds = Histogram(
-            "catalog_queue_wait_seconds", "Time an image waited in the batch queue before its batch started.",
+            "catalog_queue_wait_duration_seconds", "Time an image waited in the batch queue before its batch started.",
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.compute_seconds = Histogram(
-            "catalog_batch_compute_seconds", "Model run plus decoding of one batch's attributes.",
+            "catalog_batch_compute_duration_seconds", "Model run plus decoding of one batch's attributes.",
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.batch_size = Histogram(
             "catalog_batch_size", "Images per model call.", ["model"], buckets=BATCH_BUCKETS, registry=r)

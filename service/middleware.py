@@ -73,6 +73,7 @@ class HttpMiddleware:
         self._lifecycle = lifecycle
         self._receiving: set[asyncio.Timeout] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._templates: dict[object, str] | None = None
         lifecycle.on_drain.append(self._drain_started)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,8 +108,7 @@ class HttpMiddleware:
                 # The application failed on the body we cut short, or on a client that left.
         finally:
             status = 499 if exchange.client_gone and not exchange.answered else exchange.status
-            route = scope.get("route")
-            self.metrics.request_seconds.labels(getattr(route, "path", "unmatched"), scope["method"],
+            self.metrics.request_seconds.labels(self._template(scope), scope["method"],
                                                 str(status)).observe(time.perf_counter() - started)
 
     async def _receive(self, exchange: _Exchange, receive: Receive, send: Send) -> Message:
@@ -139,6 +139,17 @@ class HttpMiddleware:
                 await self._answer(exchange, send, PayloadTooLargeError(f"request body exceeds {exchange.limit} bytes"))
                 return {"type": "http.disconnect"}
         return message
+
+    def _template(self, scope: Scope) -> str:
+        """The route's path template: FastAPI's routes name themselves in the scope; plain Starlette routes
+        (the API docs) and mounts (the static files) are found by the endpoint they matched to."""
+        route = scope.get("route")
+        if route is not None:
+            return str(route.path)
+        if self._templates is None and "app" in scope:
+            self._templates = {getattr(r, "endpoint", None) or getattr(r, "app", None): r.path
+                               for r in scope["app"].routes if hasattr(r, "path")}
+        return (self._templates or {}).get(scope.get("endpoint"), "unmatched")
 
     def _drain_started(self) -> None:
         # Called from a signal handler, which may interrupt the loop: hand over through the safe path.

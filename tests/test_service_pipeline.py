@@ -82,7 +82,7 @@ async def test_timings_and_answers_are_counted_once_per_image(tmp_path):
     registry = state.metrics.registry
     labels = {"model": "men_tshirts"}
     assert registry.get_sample_value("catalog_preprocess_duration_seconds_count", labels) == 1
-    assert registry.get_sample_value("catalog_queue_wait_seconds_count", labels) == 1
+    assert registry.get_sample_value("catalog_queue_wait_duration_seconds_count", labels) == 1
     assert registry.get_sample_value("catalog_abstentions_total", {**labels, "attribute": "color"}) == 1
     assert registry.get_sample_value("catalog_conflicts_total", {**labels, "attribute": "sleeve_length"}) == 1
 
