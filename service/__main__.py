@@ -7,7 +7,6 @@ on 127.0.0.1:8000.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import time
@@ -23,6 +22,7 @@ from service.http_protocol import guarded_protocol
 from service.metrics import ServiceMetrics
 from service.onnx_predictor import OnnxPredictor
 from service.pipeline import ServiceState
+from service.request_context import access_log, configure_logging
 from service.settings import ENV_PREFIX, Settings
 
 
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     overrides: dict[str, Any] = {k: v for k, v in (("repository", args.repository), ("host", args.host),
                                                    ("port", args.port)) if v is not None}
     try:
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             field = ".".join(str(p) for p in problem["loc"]) or "settings"
             print(f"error: invalid setting {field}: {problem['msg']}", file=sys.stderr)
         return 2
+    access_log.disabled = not settings.access_log
     metrics = ServiceMetrics()
     predictor = OnnxPredictor(settings, metrics)
     try:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import PayloadTooLargeError, RequestTimeoutError, ShuttingDownError, to_http
 from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
+from service.request_context import REQUEST_ID_HEADER, log_access, request_id, request_id_from
 from service.settings import Settings
 
 FORM_OVERHEAD_BYTES = 1024 * 1024
@@ -83,6 +84,8 @@ class HttpMiddleware:
         started = time.perf_counter()
         self._loop = loop = asyncio.get_running_loop()
         exchange = _Exchange(self.limit(scope["path"]), loop.time() + self.body_timeout_s)
+        token = request_id.set(request_id_from(scope["headers"]))
+        id_header = (REQUEST_ID_HEADER, request_id.get().encode())
 
         async def send_wrapper(message: Message) -> None:
             if exchange.answered:
@@ -90,6 +93,7 @@ class HttpMiddleware:
             if message["type"] == "http.response.start":
                 exchange.status = message["status"]
                 exchange.response_started = True
+                message = {**message, "headers": [*message.get("headers", []), id_header]}
             await send(message)
 
         async def receive_wrapper() -> Message:
@@ -108,8 +112,12 @@ class HttpMiddleware:
                 # The application failed on the body we cut short, or on a client that left.
         finally:
             status = 499 if exchange.client_gone and not exchange.answered else exchange.status
-            self.metrics.request_seconds.labels(self._template(scope), scope["method"],
-                                                str(status)).observe(time.perf_counter() - started)
+            template = self._template(scope)
+            self.metrics.request_seconds.labels(template, scope["method"], str(status)).observe(
+                time.perf_counter() - started)
+            log_access(scope["method"], scope["path"], template, status, started, scope.get("client"),
+                       exchange.received)
+            request_id.reset(token)
 
     async def _receive(self, exchange: _Exchange, receive: Receive, send: Send) -> Message:
         if exchange.answered:
@@ -173,7 +181,7 @@ class HttpMiddleware:
         exchange.status = http.status
         body = json.dumps(http.body()).encode()
         headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
-                   (b"content-length", str(len(body)).encode())]
+                   (b"content-length", str(len(body)).encode()), (REQUEST_ID_HEADER, request_id.get().encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in http.headers.items()]
         await send({"type": "http.response.start", "status": http.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     """When set, prediction routes need it in ``X-API-Key`` (or ``Authorization: Bearer``); health and
     metrics stay open."""
 
+    access_log: bool = True
+    """One JSON line per request on the ``service.access`` logger (at ``--log-level info``, the default of
+    ``python -m service`` and the image; the benchmarks run at ``warning``, without it)."""
+
     host: str = "127.0.0.1"
     """Interface ``python -m service`` listens on."""
     port: int = Field(default=8000, ge=0, le=65535)

@@ -1,0 +1,50 @@
+"""``service/request_context.py``: request ids on responses and in every log line of the request, and
+the JSON access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from service.request_context import RequestIdFilter, access_log, request_id, request_id_from
+from tests.service.inprocess import serve
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def test_a_plain_client_id_is_kept_and_anything_else_replaced():
+    assert request_id_from([(b"x-request-id", b"req-42.a:b")]) == "req-42.a:b"
+    for hostile in (b"two words", b"x" * 129, b"new\nline", b""):
+        generated = request_id_from([(b"x-request-id", hostile)])
+        assert generated != hostile.decode(errors="replace") and len(generated) == 32
+
+
+async def test_the_id_is_returned_logged_on_every_line_and_in_the_access_log(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    seen: list[str] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            RequestIdFilter().filter(record)
+            seen.append(f"{record.name} {record.request_id}")  # type: ignore[attr-defined]
+
+    spy = Spy()
+    logging.getLogger("service").addHandler(spy)
+    try:
+        async with serve(tmp_path) as client:
+            given = await client.get("/v2/models/nope", headers={"X-Request-ID": "trace-1"})
+            made = await client.get("/v2/health/live")
+    finally:
+        logging.getLogger("service").removeHandler(spy)
+    assert given.headers["x-request-id"] == "trace-1" and len(made.headers["x-request-id"]) == 32
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == access_log.name]
+    assert [(line["request_id"], line["route"], line["status"]) for line in lines] == [
+        ("trace-1", "/v2/models/{name}", 404), (made.headers["x-request-id"], "/v2/health/live", 200)]
+    assert "service.access trace-1" in seen and request_id.get() == "-"
