@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive, default=32, help="images per model call")
     p.add_argument("--actors", type=int, help="inference actors (default: one per GPU, else one per 2 CPUs)")
     p.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs reserved per actor (its session's threads)")
+    p.add_argument("--session-threads", type=positive,
+                   help="intra-op threads of each actor's sessions (default: its CPUs, rounded up)")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1 where the cluster has GPUs, else 0")
     p.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs reserved per read-and-decode task")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all); ignored with --address")
@@ -54,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace) -> BackfillConfig:
     options = PipelineOptions(batch_size=args.batch_size, actors=args.actors, actor_cpus=args.actor_cpus,
-                              gpus_per_actor=args.gpus_per_actor, decode_cpus=args.decode_cpus)
+                              gpus_per_actor=args.gpus_per_actor, decode_cpus=args.decode_cpus,
+                              session_threads=args.session_threads)
     extra = {} if args.threshold is None else {"threshold": args.threshold}
     return BackfillConfig(repository=args.repository, listing=args.input, out=args.out, resume=args.resume,
                           output_format=args.format, shard_size=args.shard_size, pins=parse_pins(args.version),

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
 
+BLOCK_BATCHES = 4
+"""Decode batches per input block."""
+
+
 @dataclass(frozen=True)
 class PipelineOptions:
     """How the work is cut and placed; None picks from the cluster's resources (see :func:`plan`)."""
@@ -71,7 +75,11 @@ def build_dataset(listing: Listing, pending: list[int], shard_size: int, bundles
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver's own bar counts images; Ray's would interleave with it
     context.print_on_execution_start = False
-    dataset: Dataset = ray.data.from_arrow([listing.shard(k, shard_size) for k in pending])
+    # Input blocks are a few decode batches each, not whole shards: a block is one decode task, and small
+    # ones keep every decoder busy from the start and let inference begin after the first few images.
+    block = max(1, BLOCK_BATCHES * options.decode_batch_size)
+    blocks = [part for k in pending for part in listing.shard(k, shard_size).to_batches(max_chunksize=block)]
+    dataset: Dataset = ray.data.from_arrow([pa.Table.from_batches([b]) for b in blocks])
     decode = DecodeConfig({slug: bundle.spec for slug, bundle in bundles.items()})
     # Each decode task reserves the preprocessing memory budget one image may use (so Ray never packs more
     # decoders on a node than its memory allows). The reservation also keeps Ray Data from fusing the

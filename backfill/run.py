@@ -76,7 +76,7 @@ def run_backfill(config: BackfillConfig) -> Summary:
         connect(config.address, config.num_cpus)  # before the clock: Ray's start-up is not throughput
     started = time.perf_counter()
     if pending:
-        actors = _run_pending(config, listing, bundles, spec, pending, stats, sum(finished.values()))
+        actors = _run_pending(config, listing, bundles, spec, pending, stats, sum(finished.values()), started)
     wall_s = time.perf_counter() - started
     outputs = [str(shard_folder(config.out))]
     if config.output_format == "csv":
@@ -87,7 +87,7 @@ def run_backfill(config: BackfillConfig) -> Summary:
 
 
 def _run_pending(config: BackfillConfig, listing: Listing, bundles: dict[str, ModelBundle], spec: JobSpec,
-                 pending: list[int], stats: RunStats, done_rows: int) -> int:
+                 pending: list[int], stats: RunStats, done_rows: int, started: float) -> int:
     """Run the pending shards on Ray, writing each as it completes; returns the number of actors used."""
     import ray
     from tqdm import tqdm
@@ -99,5 +99,9 @@ def _run_pending(config: BackfillConfig, listing: Listing, bundles: dict[str, Mo
             write_shard(config.out, index, table)
             stats.add_shard(table)
 
-        stream_shards(dataset, {k: spec.shard_rows(k) for k in pending}, on_shard, bar.update)
+        def on_rows(count: int) -> None:
+            stats.rows_back(count, time.perf_counter() - started)
+            bar.update(count)
+
+        stream_shards(dataset, {k: spec.shard_rows(k) for k in pending}, on_shard, on_rows)
     return placement.actors

@@ -25,6 +25,13 @@ class RunStats:
     shards: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    first_rows_s: float | None = None
+    """When the first rows came back, from the pipeline's start: workers starting and models loading."""
+    first_rows: int = 0
+
+    def rows_back(self, count: int, elapsed_s: float) -> None:
+        if self.first_rows_s is None:
+            self.first_rows_s, self.first_rows = elapsed_s, count
 
     def add_shard(self, table: pa.Table) -> None:
         self.rows += table.num_rows
@@ -52,6 +59,14 @@ class Summary:
         return self.stats.rows / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
+    def steady_images_per_s(self) -> float:
+        """The rate once the first rows were back (start-up excluded): what a longer listing runs at."""
+        first = self.stats.first_rows_s
+        if first is None or self.wall_s <= first:
+            return self.images_per_s
+        return (self.stats.rows - self.stats.first_rows) / (self.wall_s - first)
+
+    @property
     def per_actor_images_per_s(self) -> float:
         """Images one actor infers per second of its busy time: what N more actors would add."""
         busy = self.stats.seconds["infer"]
@@ -65,6 +80,8 @@ class Summary:
         lines = [
             f"backfilled {s.rows} images in {s.shards} shards in {self.wall_s:.1f} s: {self.images_per_s:.1f} images/s "
             f"({self.actors} inference actor(s), {self.per_actor_images_per_s:.1f} images/s per busy actor)",
+            f"start-up {s.first_rows_s or 0.0:.1f} s (until the first rows came back), then "
+            f"{self.steady_images_per_s:.1f} images/s",
             f"skipped {self.skipped_rows} rows already done (--resume); output holds {self.total_rows} rows",
             f"worker time: {where}",
             "errors this run: " + _errors(s.errors),
