@@ -18,7 +18,7 @@ $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[serve,train,export,dev]'
+	$(PIP) install -q -e '.[serve,train,export,dev,backfill]'
 	touch $@
 
 install-serve: $(VENV)/.serve-installed

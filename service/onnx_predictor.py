@@ -39,6 +39,14 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def session_logits(session: ort.InferenceSession, manifest: Manifest, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """One model call on a stacked ``(N, 3, H, W)`` batch: the logits of every attribute, by attribute name
+    (what :func:`catalog.decoding.predict_rows` decodes). Shared by the service and the backfill."""
+    outputs = session.run(manifest.output_names, {manifest.input.name: batch})
+    return {spec.name: np.asarray(out, dtype=np.float32)
+            for spec, out in zip(manifest.attributes, outputs, strict=True)}
+
+
 def discover(repository: Path) -> list[str]:
     """Model folders (those with numbered versions) in the repository, sorted."""
     return sorted(p.name for p in repository.iterdir()
@@ -73,7 +81,7 @@ class OnnxModel:
     def run_batch(self, pixels: list[np.ndarray]) -> list[Row]:
         """Model call plus decoding, in the batcher's worker thread (both release the event loop)."""
         try:
-            outputs = self._session.run(self._manifest.output_names, {self._manifest.input.name: np.stack(pixels)})
+            logits = session_logits(self._session, self._manifest, np.stack(pixels))
         except Exception as error:
             # Logged with its details; the client learns only that its batch failed.
             log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
@@ -81,8 +89,6 @@ class OnnxModel:
                 f"inference failed for the batch of {len(pixels)} image(s) this request was in; "
                 "other requests are unaffected, retry may succeed"
             ) from error
-        logits = {spec.name: np.asarray(out, dtype=np.float32)
-                  for spec, out in zip(self._manifest.attributes, outputs, strict=True)}
         return predict_rows(self._decoder, logits, top_k=self._top_k)
 
     async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
