@@ -17,7 +17,7 @@ from service.middleware import form_limits, install_middleware
 from service.onnx_predictor import OnnxPredictor
 from service.pipeline import ServiceState
 from service.predictor import Predictor
-from service.routes import api, ui, v2
+from service.routes import api, docs, ui, v2
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         title="Catalog attributes", version=__version__, lifespan=lifespan,
         description="Predicts Meesho catalog attributes from product images and flags supplier mismatches.",
         form_limits=form_limits(settings),  # type: ignore[arg-type]
+        docs_url=None, redoc_url=None,  # served from local assets by routes/docs.py
     )
     app.state.service = state
     app.include_router(api.router)
@@ -57,7 +58,9 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(ui.router)
+    app.include_router(docs.router)
     app.mount("/static", ui.static_files(), name="static")
+    app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
     install_error_handlers(app, metrics)
     install_middleware(app, settings, metrics, state.lifecycle)
     return app

@@ -128,3 +128,22 @@ def test_batch_of_samples_downloads_a_challenge_format_csv(page):
     assert rows[0] == ["id", "Category", "len"] + [f"attr_{i}" for i in range(1, 11)]
     assert len(rows) == 1 + page.locator("#batch-rows tr").count()
     assert all(row[1] == "Sarees" and row[2] == "10" and len(row) == 13 for row in rows[1:])
+
+
+@pytest.mark.parametrize(("path", "selector", "text"), [
+    ("/docs", ".swagger-ui .info .title", "Catalog attributes"),
+    ("/redoc", "h1", "Catalog attributes"),
+])
+def test_the_api_docs_render_from_local_assets_only(browser, server, path, selector, text):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    outside: list[str] = []
+    # blob: URLs are the page's own workers; ReDoc's footer logo is the one remote image, hidden on error.
+    local = (server.url, "blob:", "https://cdn.redoc.ly/redoc/logo-mini.svg")
+    page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
+    page.goto(server.url + path)
+    page.wait_for_selector(selector, timeout=20_000)
+    assert text in page.inner_text(selector) and outside == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"api-docs{path.replace('/', '-')}.png"))
+    context.close()
