@@ -65,7 +65,9 @@ async function renderDeclared() {
   const slug = $("category").value;
   if (!slug) return;
   const meta = await metadata(slug);
-  $("declared").replaceChildren(...meta.outputs.map((output) => {
+  // One BYTES output per attribute carries its vocabulary; the FP32 "_confidence" outputs do not.
+  const attributes = meta.outputs.filter((output) => output.datatype === "BYTES");
+  $("declared").replaceChildren(...attributes.map((output) => {
     const select = el("select", { name: output.name, "data-attribute": output.name },
       el("option", { value: "", text: "—" }),
       ...output.parameters.values.map((v) => el("option", { value: v, text: v })));
