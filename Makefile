@@ -6,22 +6,26 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit install-serve install-dev clean
+.PHONY: run test lint typecheck unit install-serve install-train install-export install-backfill install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
 # Stamps re-run an install only when pyproject.toml changes.
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[serve]'
-	touch $@
-
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e '.[serve,train,export,dev,backfill]'
 	touch $@
 
+# One target per extra, for the commands that need it (README, "Commands").
+$(VENV)/.%-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e '.[$*]'
+	touch $@
+
 install-serve: $(VENV)/.serve-installed
+install-train: $(VENV)/.train-installed
+install-export: $(VENV)/.export-installed
+install-backfill: $(VENV)/.backfill-installed
 install-dev: $(VENV)/.dev-installed
 
 run: install-serve
