@@ -4,12 +4,13 @@
 # docker run --stop-timeout 30 ...
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
+COPY requirements/constraints.txt ./requirements/constraints.txt
 COPY catalog ./catalog
 COPY service ./service
 COPY model_training/__init__.py ./model_training/__init__.py
 COPY export/__init__.py ./export/__init__.py
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir '.[serve]'
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir -c requirements/constraints.txt '.[serve]'
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -13,13 +13,16 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 # Stamps re-run an install only when pyproject.toml changes.
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[serve,train,export,dev,backfill]'
+# Versions come from the lock (requirements/constraints.txt), so every machine installs the same set.
+CONSTRAINTS := requirements/constraints.txt
+
+$(VENV)/.dev-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[serve,train,export,dev,backfill]'
 	touch $@
 
 # One target per extra, for the commands that need it (README, "Commands").
-$(VENV)/.%-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[$*]'
+$(VENV)/.%-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[$*]'
 	touch $@
 
 install-serve: $(VENV)/.serve-installed

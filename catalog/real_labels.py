@@ -10,15 +10,15 @@ import gzip
 import shutil
 import tempfile
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from catalog.dataset import LabelRow, read_labels
+from catalog.package_data import package_data
 
 
 @cache
 def load_real_labels() -> tuple[LabelRow, ...]:
-    source = resources.files("catalog").joinpath("data/train_labels.csv.gz")
+    source = package_data("train_labels.csv.gz")
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "train_labels.csv"
         with source.open("rb") as raw, gzip.open(raw) as unzipped, target.open("wb") as out:

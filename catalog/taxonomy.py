@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from importlib import resources
+
+from catalog.package_data import package_data
 
 MAX_ATTRIBUTES = 10
 """The challenge's CSVs always have ``attr_1..attr_10``; a category uses the first ``len`` of them."""
@@ -185,5 +186,5 @@ class Taxonomy(Mapping[str, Category]):
 @cache
 def load_taxonomy() -> Taxonomy:
     """The challenge's taxonomy, shipped with the package."""
-    text = resources.files("catalog").joinpath("data/taxonomy.json").read_text(encoding="utf-8")
+    text = package_data("taxonomy.json").read_text(encoding="utf-8")
     return Taxonomy.from_dict(json.loads(text))
