@@ -49,9 +49,9 @@ def mounts(service: dict) -> dict[str, str]:
 
 def test_compose_defines_the_stack_with_locust_behind_a_profile(compose):
     services = compose["services"]
-    assert set(services) == {"service", "prometheus", "grafana", "locust"}
+    assert set(services) == {"service", "prometheus", "alertmanager", "grafana", "locust"}
     assert services["locust"]["profiles"] == ["load"]
-    assert all("profiles" not in services[name] for name in ("service", "prometheus", "grafana"))
+    assert all("profiles" not in services[name] for name in ("service", "prometheus", "alertmanager", "grafana"))
     for name, service in services.items():
         assert "image" in service, f"{name} has no image"
         if "build" in service:
@@ -151,3 +151,27 @@ def test_dashboard_has_the_panels_an_operator_needs(dashboard):
     assert "catalog_model_info" in exprs and "catalog_model_ready" in exprs
     for _, expr in queries:  # every window follows Grafana's scrape-aware interval
         assert re.findall(r"\[([^\]]+)\]", expr) in ([], ["$__rate_interval"] * expr.count("["))
+
+
+def test_prometheus_sends_its_alerts_to_the_compose_alertmanager(compose):
+    targets = [t for a in load_yaml(OPS / "prometheus" / "prometheus.yml")["alerting"]["alertmanagers"]
+               for c in a["static_configs"] for t in c["targets"]]
+    alertmanager = compose["services"]["alertmanager"]
+    assert targets == ["alertmanager:9093"] and "9093:9093" in alertmanager["ports"]
+    assert mounts(alertmanager)["/etc/alertmanager/alertmanager.yml"] == "./ops/alertmanager/alertmanager.yml"
+    config = load_yaml(OPS / "alertmanager" / "alertmanager.yml")
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    severities = {r["labels"]["severity"] for g in load_yaml(OPS / "prometheus" / "alerts.yml")["groups"]
+                  for r in g["rules"]}
+    assert severities == {"page", "ticket"}  # the route and inhibition name both
+    require("amtool")
+    check = subprocess.run(["amtool", "check-config", str(OPS / "alertmanager" / "alertmanager.yml")],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_grafana_has_no_default_admin_password_and_anonymous_access_is_opt_in(compose):
+    environment = compose["services"]["grafana"]["environment"]
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "${GRAFANA_ANONYMOUS:-false}"
