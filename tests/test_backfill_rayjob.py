@@ -1,5 +1,6 @@
-"""``docs/backfill-rayjob.yaml``: the KubeRay RayJob parses, runs this project's CLI with arguments its
-parser accepts (resumable, so KubeRay's retries continue), on the Ray version the extra pins."""
+"""``deploy/kubernetes/backfill/rayjob.yaml``: the KubeRay RayJob runs this project's CLI with arguments
+its parser accepts (resumable, so KubeRay's retries continue), on the Ray version the extra pins. (Its
+rendering, schema and image tag are checked with the other manifests in tests/test_kubernetes.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.helpers import ROOT
 
 
 def test_the_rayjob_manifest_runs_the_backfill_cli_resumably_on_the_pinned_ray():
-    manifest = yaml.safe_load((ROOT / "docs" / "backfill-rayjob.yaml").read_text())
+    manifest = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "backfill" / "rayjob.yaml").read_text())
     assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayJob")
     command = shlex.split(manifest["spec"]["entrypoint"])
     assert command[:3] == ["python", "-m", "backfill"]
@@ -22,8 +23,4 @@ def test_the_rayjob_manifest_runs_the_backfill_cli_resumably_on_the_pinned_ray()
     assert manifest["spec"]["backoffLimit"] >= 1
     pinned = re.search(r'"ray\[data\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
     assert pinned is not None
-    cluster = manifest["spec"]["rayClusterSpec"]
-    assert cluster["rayVersion"] == pinned.group(1)
-    images = [c["image"] for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
-              for c in group["template"]["spec"]["containers"]]
-    assert all(image.endswith(f":{pinned.group(1)}") for image in images)
+    assert manifest["spec"]["rayClusterSpec"]["rayVersion"] == pinned.group(1)

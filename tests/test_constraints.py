@@ -29,3 +29,8 @@ def test_the_makefile_and_the_images_install_through_the_lock():
     assert "-c $(CONSTRAINTS)" in (ROOT / "Makefile").read_text()
     for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
         assert "-c requirements/constraints.txt" in (ROOT / dockerfile).read_text(), dockerfile
+
+
+def test_the_lock_pins_versions_not_local_files():
+    lines = (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+    assert not [line for line in lines if " @ " in line], "a direct reference only resolves on the machine that made it"
