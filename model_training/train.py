@@ -44,7 +44,8 @@ from model_training.head_finetune import all_head_logits, extract_features, fine
 from model_training.losses import MaskedMultiTaskLoss, class_counts
 from model_training.model import CategoryModel, value_orders_for
 from model_training.plots import METRICS_NAME, PLOT_NAME, append_metrics, plot_curves, read_metrics
-from model_training.runtime import Runtime, barrier, log, seed_everything, setup_runtime
+from model_training.resume import STATE_NAME, Resumable, load_state, save_state
+from model_training.runtime import Runtime, log, seed_everything, setup_runtime, wait_for_main
 from model_training.validation import (
     attribute_scores,
     category_score,
@@ -54,7 +55,6 @@ from model_training.validation import (
     validation_loss,
 )
 
-STATE_NAME = "train_state.pt"
 BEST_T1_NAME = "best_t1.safetensors"
 
 
@@ -90,7 +90,8 @@ class Split:
 class Loaders:
     t1_set: ImageDataset
     t1: DataLoader[Any]
-    sampler: DistributedSampler[Any] | None
+    sampler: DistributedSampler[Any]
+    """Shuffles from (seed, epoch) alone, so a resumed run sees the same order (one shard per rank)."""
     val: DataLoader[Any]
     target_images: Iterator[Tensor] | None
     """Unlabelled test-split images for the MMD term, or None when it is off."""
@@ -135,12 +136,16 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
     training = build_training(run, backbone, counts, len(loaders.t1))
     start_epoch, best_score = resume_or_start(run, training)
     train_end_to_end(run, training, loaders, start_epoch, best_score)
-    if not runtime.is_main:
-        return {}
-    load_best_t1(run, training.model)
-    heads = finetune_on_features(run, training, feature_set(run, rows, split, loaders.t1_set), loaders.val)
-    decoding = tune_decoding(cfg, runtime, category, heads, split.targets[split.train], counts)
-    return write_checkpoint(run, training.model, split, heads, decoding)
+    metrics: dict[str, Any] = {}
+    if runtime.is_main:
+        load_best_t1(run, training.model)
+        heads = finetune_on_features(run, training, feature_set(run, rows, split, loaders.t1_set), loaders.val)
+        decoding = tune_decoding(cfg, runtime, category, heads, split.targets[split.train], counts)
+        metrics = write_checkpoint(run, training.model, split, heads, decoding)
+    # The other ranks wait for rank 0 here instead of entering the next category's collectives, where
+    # rank 0's T2 could outlast the training group's timeout.
+    wait_for_main(runtime)
+    return metrics
 
 
 def completed_metrics(cfg: TrainConfig, runtime: Runtime, category: Category, run_dir: Path) -> dict[str, Any] | None:
@@ -183,12 +188,11 @@ def build_loaders(run: CategoryRun, rows: Sequence[LabelRow], split: Split,
     t1_set = cached(cfg, ImageDataset([rows[i] for i in split.t1], split.targets[split.t1], spec,
                                       Augment(cfg.augment_p, cfg.max_rotation), seed=cfg.seed))
     val_set = cached(cfg, ImageDataset([rows[i] for i in split.val], split.targets[split.val], spec))
-    sampler: DistributedSampler[Any] | None = (
-        DistributedSampler(t1_set, seed=cfg.seed) if runtime.distributed else None)
+    sampler: DistributedSampler[Any] = DistributedSampler(t1_set, num_replicas=runtime.world_size,
+                                                          rank=runtime.rank, seed=cfg.seed)
     pin = runtime.device.type == "cuda"
-    t1 = DataLoader(t1_set, batch_size=cfg.batch_size, shuffle=sampler is None and len(t1_set) > 0, sampler=sampler,
-                    num_workers=cfg.num_workers, pin_memory=pin, drop_last=len(t1_set) > cfg.batch_size,
-                    generator=torch.Generator().manual_seed(cfg.seed))
+    t1 = DataLoader(t1_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                    pin_memory=pin, drop_last=len(t1_set) > cfg.batch_size)
     val = DataLoader(val_set, batch_size=cfg.batch_size * 2, num_workers=cfg.num_workers, pin_memory=pin)
     target_images = None
     if cfg.mmd_weight > 0 and target_rows:
@@ -227,17 +231,16 @@ def resume_or_start(run: CategoryRun, training: Training) -> tuple[int, float]:
     start_epoch, best_score = 0, -1.0
     state_path = run.run_dir / STATE_NAME
     if run.cfg.resume and state_path.is_file():
-        state = torch.load(state_path, map_location=run.runtime.device, weights_only=False)
-        load_state_strict(training.model, state["model"], str(state_path))
-        training.optimizer.load_state_dict(state["optimizer"])
-        training.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_score = int(state["epoch"]) + 1, float(state["best_score"])
+        start_epoch, best_score = load_state(state_path, resumable(training), run.runtime.device)
         run.log(f"{run.category.name}: resumed after epoch {start_epoch} (best score {best_score:.4f})")
     elif run.runtime.is_main:
         (run.run_dir / METRICS_NAME).unlink(missing_ok=True)
-    barrier(run.runtime)
+    wait_for_main(run.runtime)
     return start_epoch, best_score
+
+
+def resumable(training: Training) -> Resumable:
+    return Resumable(training.model, training.optimizer, training.scheduler, training.scaler)
 
 
 def train_end_to_end(run: CategoryRun, training: Training, loaders: Loaders, start_epoch: int,
@@ -246,14 +249,13 @@ def train_end_to_end(run: CategoryRun, training: Training, loaders: Loaders, sta
     cfg = run.cfg
     for epoch in range(start_epoch, cfg.epochs_t1 if len(loaders.t1_set) else 0):
         loaders.t1_set.set_epoch(epoch)
-        if loaders.sampler is not None:
-            loaders.sampler.set_epoch(epoch)
+        loaders.sampler.set_epoch(epoch)
         train_loss = train_one_epoch(cfg, run.runtime, training.step_model, loaders.t1, training.criterion,
                                      training.optimizer, training.scheduler, training.scaler, loaders.target_images,
                                      desc=f"{run.category.slug} T1 {epoch + 1}/{cfg.epochs_t1}")
         if run.runtime.is_main:
             best_score = validate_epoch(run, training, loaders.val, epoch, train_loss, best_score)
-        barrier(run.runtime)
+        wait_for_main(run.runtime)
 
 
 def validate_epoch(run: CategoryRun, training: Training, val_loader: DataLoader[Any], epoch: int,
@@ -277,9 +279,7 @@ def validate_epoch(run: CategoryRun, training: Training, val_loader: DataLoader[
     run.log(f"{run.category.slug} T1 epoch {epoch + 1}/{run.cfg.epochs_t1}: train loss {train_loss:.4f} "
             f"val loss {val_loss:.4f} score {score:.4f}{' *' if improved else ''}\n"
             f"    {format_attribute_report(scores)}")
-    torch.save({"model": model.state_dict(), "optimizer": training.optimizer.state_dict(),
-                "scheduler": training.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "epoch": epoch, "best_score": best_score}, run.run_dir / STATE_NAME)
+    save_state(run.run_dir / STATE_NAME, resumable(training), epoch, best_score)
     return best_score
 
 
