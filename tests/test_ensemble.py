@@ -51,7 +51,7 @@ def test_a_member_renormalises_the_ensemble_input_to_its_own_mean_and_std():
 
 def test_the_ensemble_averages_each_members_calibrated_log_probabilities(members):
     loaded = load_predictor(members)
-    (model_a, info_a), (model_b, info_b) = load_checkpoint(members[0]), load_checkpoint(members[1])
+    (model_a, info_a), (model_b, _) = load_checkpoint(members[0]), load_checkpoint(members[1])
     assert loaded.info.preprocessing == LARGE  # the largest member's input and preprocessing
     assert loaded.info.calibration == {} and loaded.info.rules == [RULE]
     assert [m.image_size for m in loaded.members] == [(32, 32), (48, 48)]
@@ -101,10 +101,9 @@ def test_members_must_agree_on_category_and_resize_mode(members, tmp_path):
     other = save_checkpoint(tmp_path / "kurtis", model, make_info(model, kurtis, SMALL, "convnext-test"))
     with pytest.raises(CheckpointError, match="category 'Kurtis'"):
         load_predictor([members[0], other])
-    letterbox = save_member(tmp_path / "lb", "convnext-test", PreprocessSpec(height=32, width=32, resize="letterbox"), 2)
+    letterbox = save_member(tmp_path / "lb", "convnext-test", PreprocessSpec(32, 32, resize="letterbox"), 2)
     with pytest.raises(CheckpointError, match="resize mode 'letterbox'"):
         load_predictor([members[0], letterbox])
-    lanczos = save_member(tmp_path / "lz", "convnext-test", PreprocessSpec(height=16, width=16, interpolation="lanczos"),
-                          3)
+    lanczos = save_member(tmp_path / "lz", "convnext-test", PreprocessSpec(16, 16, interpolation="lanczos"), 3)
     with pytest.raises(CheckpointError, match="'lanczos' interpolation"):
         load_predictor([members[0], lanczos])

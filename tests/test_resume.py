@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-import model_training.train as train_module
+import model_training.trainer as train_module
 from model_training.checkpoint import load_checkpoint
 from model_training.resume import STATE_NAME, Resumable, load_state, save_state
+from model_training.train import main
 from tests.tiny_catalog import TINY, make_catalog
 
 
@@ -56,7 +57,7 @@ def test_resume_after_an_interruption_mid_t1_reaches_the_uninterrupted_result(tm
     root = make_catalog(tmp_path / "data", n_train=40, n_test=4)
     args = ["--data", str(root), "--category", "men_tshirts", "--epochs-t1", "3", "--epochs-t2", "1",
             "--rule-min-support", "3", "--drop-path", "0.1", *TINY]
-    assert train_module.main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
 
     real = train_module.validate_epoch
 
@@ -68,10 +69,10 @@ def test_resume_after_an_interruption_mid_t1_reaches_the_uninterrupted_result(tm
 
     monkeypatch.setattr(train_module, "validate_epoch", stop_after_first_epoch)
     with pytest.raises(Interrupted):
-        train_module.main([*args, "--out", str(tmp_path / "stopped")])
+        main([*args, "--out", str(tmp_path / "stopped")])
     assert (tmp_path / "stopped" / STATE_NAME).is_file()
     monkeypatch.setattr(train_module, "validate_epoch", real)
-    assert train_module.main([*args, "--out", str(tmp_path / "stopped"), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "stopped"), "--resume"]) == 0
 
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "stopped" / "model.safetensors"))
