@@ -94,6 +94,9 @@ class TrainConfig:
     """Fewest training rows with the rule's premise for a candidate rule."""
     rule_min_confidence: float = 0.95
     """Lowest share of those rows that have the rule's consequence."""
+    rule_min_lift: float = 1.2
+    """Lowest confidence / marginal frequency of the consequence: drops rules that only restate a common
+    value (e.g. "X implies ocassion=casual" where 98 % of rows are casual anyway)."""
     seed: int = 42
     """Seed of Python, NumPy, torch, the split, the data order and the augmentations."""
     num_workers: int = 2
