@@ -52,12 +52,19 @@ class TrainConfig:
     """Images per step and process (T2 and validation use twice this)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimiser step."""
-    lr: float = 1e-4
-    """Backbone learning rate in T1 (heads use ``head_lr``)."""
+    lr: float | None = None
+    """Backbone learning rate in T1 (heads use ``head_lr``); unset: the family's default, 1e-4, or 1e-5 for
+    CLIP, SigLIP and open_clip towers (large contrastive towers lose what they learned at 1e-4)."""
     head_lr: float = 1e-3
     """Head learning rate in T1."""
     t2_lr: float = 5e-4
     """Head learning rate in T2."""
+    llrd: float = 1.0
+    """Layer-wise learning-rate decay: the i-th of the backbone's n ordered blocks (stem first) trains at
+    lr * llrd**(n-1-i); 1.0 is off; 0.65-0.85 is usual for large pretrained towers."""
+    ema_decay: float = 0.0
+    """> 0 keeps an exponential moving average of the weights (e.g. 0.999), validated, selected and saved
+    instead of the raw weights; 0 is off."""
     weight_decay: float = 0.05
     """AdamW weight decay (T1 and T2)."""
     warmup_fraction: float = 0.05
@@ -105,6 +112,11 @@ class TrainConfig:
     """Keep resized images in memory (H*W*3 bytes per row): much faster on CPU, for small datasets."""
     amp: bool = True
     """Mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler); full precision on CPU."""
+    channels_last: bool = False
+    """Channels-last memory format for the model and inputs (faster convolutions on recent GPUs); an error
+    on ViT-style towers, which have no convolutions to speed up."""
+    compile: bool = False
+    """``torch.compile`` the T1 step (an error where it cannot run, e.g. no C++ compiler for CPU inductor)."""
     resume: bool = False
     """Continue after the last finished T1 epoch (train_state.pt); skip categories already complete."""
     progress: bool = True

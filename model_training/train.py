@@ -20,12 +20,16 @@ from model_training.config import parse_config
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(argv)
     from model_training.backbone import BackboneError
+    from model_training.optim import OptionError
     from model_training.trainer import train
 
     try:
         return train(cfg)
     except BackboneError as error:
         print(f"error: backbone {cfg.backbone!r}: {error}", file=sys.stderr, flush=True)
+        return 2
+    except OptionError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
 
 

@@ -23,6 +23,7 @@ import torch.distributed as torch_dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from catalog.dataset import LabelRow, read_split
@@ -39,6 +40,14 @@ from model_training.end_to_end import WithFeatures, endless, train_one_epoch, wa
 from model_training.head_finetune import all_head_logits, extract_features, finetune_heads
 from model_training.losses import MaskedMultiTaskLoss, class_counts
 from model_training.model import CategoryModel, value_orders_for
+from model_training.optim import (
+    backbone_lr,
+    backbone_param_groups,
+    check_channels_last,
+    compiled,
+    ema_updater,
+    make_ema,
+)
 from model_training.plots import METRICS_NAME, PLOT_NAME, append_metrics, plot_curves, read_metrics
 from model_training.resume import STATE_NAME, Resumable, load_state, save_state
 from model_training.runtime import Runtime, log, seed_everything, setup_runtime, wait_for_main
@@ -102,6 +111,12 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
+    ema: AveragedModel | None = None
+    """With ``--ema-decay``: the weights' moving average, what is validated and kept instead of ``model``."""
+
+    @property
+    def evaluated(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
 
 
 def category_rows(rows: Sequence[LabelRow], category: Category, cfg: TrainConfig) -> list[LabelRow]:
@@ -205,20 +220,27 @@ def build_training(run: CategoryRun, backbone: Backbone, counts: list[np.ndarray
                           head_dropout=cfg.head_dropout).to(runtime.device)
     criterion = MaskedMultiTaskLoss(list(run.value_orders), counts, cfg.loss, cfg.loss_tau,
                                     cfg.label_smoothing).to(runtime.device)
+    lr = backbone_lr(backbone, cfg.lr)
+    run.log(f"backbone lr {lr:g}{' (the family default)' if cfg.lr is None else ''}, layer decay {cfg.llrd:g}, "
+            f"EMA decay {cfg.ema_decay:g}")
     optimizer = torch.optim.AdamW(
-        [{"params": list(model.backbone.parameters()), "lr": cfg.lr},
-         {"params": list(model.heads.parameters()), "lr": cfg.head_lr}],
+        [*backbone_param_groups(backbone, lr, cfg.llrd), {"params": list(model.heads.parameters()), "lr": cfg.head_lr}],
         weight_decay=cfg.weight_decay,
     )
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(max(1, steps_per_epoch * cfg.epochs_t1), cfg.warmup_fraction))
     scaler = torch.amp.GradScaler() if runtime.amp_dtype == torch.float16 else None
-    step_model: nn.Module = WithFeatures(model)
+    if cfg.channels_last:
+        check_channels_last(backbone)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    step_model: nn.Module = WithFeatures(model, channels_last=cfg.channels_last)
     if runtime.distributed:
         step_model = DistributedDataParallel(
             step_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-    return Training(model, step_model, criterion, optimizer, scheduler, scaler)
+    if cfg.compile:
+        step_model = compiled(step_model, runtime.device)
+    return Training(model, step_model, criterion, optimizer, scheduler, scaler, make_ema(model, cfg.ema_decay))
 
 
 def resume_or_start(run: CategoryRun, training: Training) -> tuple[int, float]:
@@ -236,7 +258,7 @@ def resume_or_start(run: CategoryRun, training: Training) -> tuple[int, float]:
 
 
 def resumable(training: Training) -> Resumable:
-    return Resumable(training.model, training.optimizer, training.scheduler, training.scaler)
+    return Resumable(training.model, training.optimizer, training.scheduler, training.scaler, training.ema)
 
 
 def train_end_to_end(run: CategoryRun, training: Training, loaders: Loaders, start_epoch: int,
@@ -248,7 +270,8 @@ def train_end_to_end(run: CategoryRun, training: Training, loaders: Loaders, sta
         loaders.sampler.set_epoch(epoch)
         train_loss = train_one_epoch(cfg, run.runtime, training.step_model, loaders.t1, training.criterion,
                                      training.optimizer, training.scheduler, training.scaler, loaders.target_images,
-                                     desc=f"{run.category.slug} T1 {epoch + 1}/{cfg.epochs_t1}")
+                                     desc=f"{run.category.slug} T1 {epoch + 1}/{cfg.epochs_t1}",
+                                     after_step=ema_updater(training.ema, training.model))
         if run.runtime.is_main:
             best_score = validate_epoch(run, training, loaders.val, epoch, train_loss, best_score)
         wait_for_main(run.runtime)
@@ -258,7 +281,7 @@ def validate_epoch(run: CategoryRun, training: Training, val_loader: DataLoader[
                    train_loss: float, best_score: float) -> float:
     """Score one T1 epoch, keep its weights if it is the best so far and save the state ``--resume`` needs;
     returns the best score."""
-    runtime, model = run.runtime, training.model
+    runtime, model = run.runtime, training.evaluated
     logits, val_targets = collect_logits(model, val_loader, runtime.device, list(run.value_orders),
                                          runtime.amp_dtype)
     scores = attribute_scores(Decoder(run.category), logits, val_targets)

@@ -17,7 +17,7 @@ def test_every_option_has_a_help_line_with_its_default():
         assert action.help and action.help.startswith(docs[f.name].replace("%", "%%")[:20])
         assert action.default == f.default
     text = " ".join(build_parser().format_help().split())
-    assert "Backbone learning rate in T1" in text and "(default: 0.0001)" in text
+    assert "Backbone learning rate in T1" in text and "Head learning rate in T1. (default: 0.001)" in text
     assert "(default: facebook/convnext-base-384-22k-1k)" in text
 
 
