@@ -4,8 +4,6 @@ manifest, and served unchanged by the service's ONNX predictor; flip TTA inside 
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 import torch
@@ -18,28 +16,9 @@ from export.__main__ import main as export_main
 from export.exporter import export_checkpoint
 from export.verify import onnx_session, run_onnx, run_torch
 from model_training.ensemble import load_predictor
-from service.metrics import ServiceMetrics
-from service.onnx_predictor import OnnxPredictor
-from service.settings import Settings
 from tests.helpers import write_image
+from tests.serving import serve_one
 from tests.test_ensemble import LARGE, MEN, members  # noqa: F401  (the fixture)
-
-
-def serve_one(repository, image_path) -> dict:
-    predictor = OnnxPredictor(Settings(repository=repository, session_threads=1), ServiceMetrics())
-    predictor.load()
-    model = predictor.ready_model("men_tshirts")
-    with Image.open(image_path) as image:
-        pixels = preprocess(image, model.info.spec)
-
-    async def run():
-        await predictor.start()
-        try:
-            return await model.infer(lambda: pixels, None)
-        finally:
-            await predictor.stop(1.0)
-
-    return asyncio.run(run()).row
 
 
 def test_an_ensemble_exports_as_one_verified_model_that_the_service_serves(members, tmp_path):  # noqa: F811
