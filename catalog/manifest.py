@@ -74,6 +74,17 @@ class RuleModel(_Strict):
     support: int = 0
 
 
+class MemberSpec(_Strict):
+    """One checkpoint of an ensemble exported as a single model (``Manifest.members``)."""
+
+    name: str
+    backbone: str = Field(description="what --backbone said when it was trained")
+    family: str
+    image_size: list[int] = Field(min_length=2, max_length=2, description="its own input [height, width]")
+    checkpoint: str = Field(description="its checkpoint directory at export")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="of its model.safetensors")
+
+
 class Manifest(_Strict):
     format_version: int = MANIFEST_FORMAT_VERSION
     category: str
@@ -92,6 +103,9 @@ class Manifest(_Strict):
     verification: dict[str, Any] = Field(default_factory=dict, description="parity numbers measured at export")
     created_at: str
     library_versions: dict[str, str] = Field(default_factory=dict)
+    members: list[MemberSpec] | None = Field(
+        default=None, description="an ensemble's checkpoints (absent for one checkpoint); the input and "
+        "preprocessing are the largest member's, the graph resizes and renormalises for the others")
 
     @field_validator("format_version")
     @classmethod
@@ -107,6 +121,7 @@ class Manifest(_Strict):
         except TaxonomyError as error:
             raise ValueError(str(error)) from None
         check_against_taxonomy(self, category)
+        check_members(self)
         return self
 
     @property
@@ -132,7 +147,8 @@ class Manifest(_Strict):
         return Decoder(_head_ordered(category, self), calibration, rules)
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True)
+        # No "members" key for a single checkpoint: its manifest reads exactly as before ensembles existed.
+        return self.model_dump_json(indent=2, by_alias=True, exclude={"members"} if self.members is None else None)
 
     def write(self, directory: str | Path) -> Path:
         path = Path(directory) / MANIFEST_NAME
@@ -173,6 +189,19 @@ def check_against_taxonomy(manifest: Manifest, category: Category) -> None:
             raise ValueError(f"calibration of {name!r} has {len(calibration.offsets)} offsets for {n_values} values")
     decoder_category = _head_ordered(category, manifest)
     validate_rules([ConsistencyRule.from_dict(r.model_dump(by_alias=True)) for r in manifest.rules], decoder_category)
+
+
+def check_members(manifest: Manifest) -> None:
+    """An ensemble has two or more members and takes its largest member's input size."""
+    if manifest.members is None:
+        return
+    if len(manifest.members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(manifest.members)}")
+    largest = max(manifest.members, key=lambda m: m.image_size[0] * m.image_size[1])
+    size = [manifest.preprocessing.height, manifest.preprocessing.width]
+    if size != largest.image_size:
+        raise ValueError(f"preprocessing size {size} is not the largest member's ({largest.name}: "
+                         f"{largest.image_size})")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,9 +1,10 @@
 """Export training checkpoints into a versioned ONNX model repository.
 
-    python -m export --checkpoint RUN_DIR --repository MODELS_DIR [--version N]
-                     [--precision fp32|fp16|int8] [--validation-data DIR]
+    python -m export --checkpoint RUN_DIR [RUN_DIR ...] --repository MODELS_DIR [--version N]
+                     [--precision fp32|fp16|int8] [--validation-data DIR] [--tta flip]
 
 RUN_DIR is one checkpoint directory or a parent holding one per category (``train --category all``).
+Several checkpoints of one category are exported as ONE ensemble model (model_training/ensemble.py).
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from catalog.manifest import ManifestError
 from export.exporter import DEFAULT_MAX_SCORE_DROP_POINTS, ExportError, export_checkpoint
 from export.precision import PRECISIONS, PrecisionError
 from export.repository import RepositoryError
-from model_training.checkpoint import CheckpointError, find_checkpoint_dirs
+from model_training.checkpoint import CheckpointError
+from model_training.ensemble import group_checkpoints
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint dir or run dir of checkpoints")
+    parser.add_argument("--checkpoint", required=True, type=Path, nargs="+",
+                        help="checkpoint dirs or run dirs of them; several of one category make one ensemble model")
     parser.add_argument("--repository", required=True, type=Path, help="model repository root (MODELS_DIR)")
     parser.add_argument("--version", type=int, default=None, help="version number (default: next free one)")
-    parser.add_argument("--precision", default="fp32", help=f"one of {', '.join(PRECISIONS)} (default fp32)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="(default: fp32)")
+    parser.add_argument("--tta", choices=["none", "flip"], default="none",
+                        help="flip: the graph averages logits over the image and its mirror (default: none)")
     parser.add_argument("--validation-data", type=Path, default=None,
                         help="challenge-layout data dir whose labelled images verify the export")
     parser.add_argument("--validation-images", type=int, default=64, help="images per category to verify on")
@@ -39,11 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
     try:
-        for checkpoint in find_checkpoint_dirs(args.checkpoint):
+        for checkpoints in group_checkpoints(args.checkpoint).values():
             result = export_checkpoint(
-                checkpoint, args.repository, version_number=args.version, precision=args.precision,
+                checkpoints, args.repository, version_number=args.version, precision=args.precision,
                 validation_data=args.validation_data, validation_images=args.validation_images,
-                max_score_drop_points=args.max_score_drop, force=args.force,
+                max_score_drop_points=args.max_score_drop, force=args.force, tta_flip=args.tta == "flip",
             )
             checks = result.manifest.verification
             fp32 = checks["fp32"]

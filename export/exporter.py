@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -22,7 +23,8 @@ from export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, export_onnx
 from export.precision import Precision, check_precision, convert
 from export.repository import next_version, staged_version
 from export.verify import FP32_MAX_ABS_DIFF, compare, competition_score, onnx_session, run_onnx, run_torch
-from model_training.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from model_training.checkpoint import CheckpointError, CheckpointInfo
+from model_training.ensemble import LoadedPredictor, load_predictor
 
 log = logging.getLogger("export")
 
@@ -103,7 +105,7 @@ def library_versions() -> dict[str, str]:
 
 
 def export_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     repository: str | Path,
     *,
     version_number: int | None = None,
@@ -113,14 +115,18 @@ def export_checkpoint(
     max_score_drop_points: float = DEFAULT_MAX_SCORE_DROP_POINTS,
     force: bool = False,
     opset: int = DEFAULT_OPSET,
+    tta_flip: bool = False,
 ) -> ExportResult:
-    """Export, verify and publish one checkpoint as ``repository/<slug>/<version>``."""
+    """Export, verify and publish one checkpoint, or an ensemble of several of one category (one ONNX model
+    holding every member), as ``repository/<slug>/<version>``; ``tta_flip`` puts flip averaging in the graph."""
     chosen: Precision = check_precision(precision)
     taxonomy = load_taxonomy()
+    paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
     try:
-        model, info = load_checkpoint(checkpoint)
+        loaded = load_predictor(paths, tta_flip=tta_flip)
     except CheckpointError as error:
         raise ExportError(str(error)) from None
+    model, info = loaded.model, loaded.info
     check_checkpoint_taxonomy(info, taxonomy)
     category = taxonomy.category(info.category)
     names = list(info.attribute_names)
@@ -139,8 +145,8 @@ def export_checkpoint(
         if chosen != "fp32":
             verification.update(verify_reduced(model_path, chosen, info, reference, batch, rows,
                                                max_score_drop_points, force))
-        manifest = build_manifest(info, category, version_number, chosen, opset, model_path, verification,
-                                  checkpoint)
+        manifest = build_manifest(loaded, category, version_number, chosen, opset, model_path, verification,
+                                  paths)
         manifest.write(stage)
         load_manifest(stage)
     final = Path(repository) / category.slug / str(version_number)
@@ -193,10 +199,15 @@ def verify_reduced(model_path: Path, precision: Precision, info: CheckpointInfo,
     return verification
 
 
-def build_manifest(info: CheckpointInfo, category: Category, version_number: int, precision: Precision, opset: int,
-                   model_path: Path, verification: dict[str, Any], checkpoint: str | Path) -> Manifest:
+def build_manifest(loaded: LoadedPredictor, category: Category, version_number: int, precision: Precision,
+                   opset: int, model_path: Path, verification: dict[str, Any],
+                   checkpoints: Sequence[str | Path]) -> Manifest:
     """The manifest of an exported, verified model: everything the service needs to serve it."""
+    info = loaded.info
     names = list(info.attribute_names)
+    shown = [_display_path(path) for path in checkpoints]
+    members = [{**m.to_dict(), "checkpoint": path} for m, path in zip(loaded.members, shown, strict=True)] \
+        if loaded.members else None
     spec = info.preprocessing
     return Manifest.model_validate(dict(
         category=category.name,
@@ -211,9 +222,10 @@ def build_manifest(info: CheckpointInfo, category: Category, version_number: int
         precision=precision,
         opset=opset,
         sha256=sha256_file(model_path),
-        source={"checkpoint": _display_path(checkpoint), "validation_metrics": info.metrics,
-                "git_commit": info.git_commit, "backbone": info.backbone.get("name")},
+        source={"checkpoint": shown[0] if len(shown) == 1 else shown, "validation_metrics": info.metrics,
+                "git_commit": info.git_commit, "backbone": info.backbone.get("name"), "tta": loaded.tta},
         verification=verification,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         library_versions=library_versions(),
+        members=members,
     ))

@@ -22,10 +22,10 @@ from model_training.backbones.base import Backbone, BackboneError, PretrainedCfg
 from model_training.backbones.hf_families import HF_FAMILIES, HfBackbone, HfConvNext, HfVit
 from model_training.backbones.hf_loading import load_hf_backbone, read_hf_config
 from model_training.backbones.open_clip_family import PREFIX, OpenClipBackbone, is_open_clip_dir, load_open_clip
+from model_training.config import DEFAULT_BACKBONE
 
 __all__ = ["DEFAULT_BACKBONE", "PRESETS", "Backbone", "BackboneError", "backbone_from_entry", "build_backbone"]
 
-DEFAULT_BACKBONE = "facebook/convnext-base-384-22k-1k"
 
 # Random-init sizes. atto matches timm's convnext_atto (hidden sizes 40/80/160/320, depths 2/2/6/2);
 # the "-test" ones are the smallest things that still are their family, for unit tests on 2 CPU cores.

@@ -51,12 +51,13 @@ def tune_decoding(cfg: TrainConfig, runtime: Runtime, category: Category, heads:
     if not cfg.rules:
         return TunedDecoding(calibration, [], score_cal, score_cal)
     candidates = mine_rules(train_targets, value_orders, min_support=cfg.rule_min_support,
-                            min_confidence=cfg.rule_min_confidence)
-    rules, trials = select_rules(candidates, category, calibration, logits, targets)
+                            min_confidence=cfg.rule_min_confidence, min_lift=cfg.rule_min_lift)
+    rules, trials = select_rules(candidates, category, calibration, logits, targets, seed=cfg.seed)
     score_rules = category_score(Decoder(category, calibration, tuple(rules)), logits, targets)
     for trial in trials:
         log(runtime, f"    rule {trial.rule} (conf {trial.rule.confidence:.3f}, support {trial.rule.support}): "
-                     f"{trial.score_before:.4f} -> {trial.score_with:.4f} {'kept' if trial.kept else 'dropped'}")
+                     f"{trial.score_before:.4f} -> {trial.score_with:.4f} (bootstrap s.e. {trial.gain_se:.4f}) "
+                     f"{'kept' if trial.kept else 'dropped'}")
     log(runtime, f"{category.slug} consistency rules: {len(rules)} of {len(candidates)} kept: "
                  f"{score_cal:.4f} -> {score_rules:.4f}")
     return TunedDecoding(calibration, rules, score_cal, score_rules)

@@ -36,11 +36,14 @@ def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], f
 class WithFeatures(nn.Module):
     """Training-time wrapper: logits and pooled features from one forward (what DDP wraps)."""
 
-    def __init__(self, model: CategoryModel) -> None:
+    def __init__(self, model: CategoryModel, *, channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
 
     def forward(self, pixel_values: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        if self.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         features = self.model.features(pixel_values)
         return self.model.forward_heads(features), self.model.pooled(features)
 
@@ -55,8 +58,10 @@ def endless(loader: DataLoader[Any]) -> Iterator[Tensor]:
 def train_one_epoch(cfg: TrainConfig, runtime: Runtime, step_model: nn.Module, loader: DataLoader[Any],
                     criterion: MaskedMultiTaskLoss, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
-                    target_images: Iterator[Tensor] | None, desc: str) -> float:
-    """One pass over ``loader`` with gradient accumulation; returns the mean training loss."""
+                    target_images: Iterator[Tensor] | None, desc: str,
+                    after_step: Callable[[], None] | None = None) -> float:
+    """One pass over ``loader`` with gradient accumulation; returns the mean training loss. ``after_step``
+    runs after every optimiser step (the EMA update)."""
     step_model.train()
     total, batches = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
@@ -85,6 +90,8 @@ def train_one_epoch(cfg: TrainConfig, runtime: Runtime, step_model: nn.Module, l
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if last_micro:
             optimizer_step(step_model, optimizer, scheduler, scaler)
+            if after_step is not None:
+                after_step()
         total += float(loss.detach())
         batches += 1
         bar.set_postfix(loss=f"{total / batches:.3f}")

@@ -1,7 +1,9 @@
 """The process a training runs in: device, DDP rank and world size, mixed precision, seeding, logging.
 
 A single process by default; under ``torchrun`` (which sets WORLD_SIZE/RANK/LOCAL_RANK) one process per
-GPU joined in a process group. Only rank 0 logs, validates and writes files.
+GPU joined in a process group. Only rank 0 logs, validates and writes files; while it does, the other ranks
+wait in :func:`wait_for_main` on a CPU (gloo) group with a long timeout, not in the training group's
+collectives, whose timeout is sized for steps that every rank takes together.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,8 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     amp_dtype: torch.dtype | None = None
+    wait_group: Any = None
+    """The gloo group :func:`wait_for_main` waits in (None in a single process)."""
 
     @property
     def is_main(self) -> bool:
@@ -52,11 +57,29 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
             device = torch.device("cuda", local_rank)
-        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        wait_group = init_distributed("nccl" if device.type == "cuda" else "gloo")
     amp_dtype = None
     if cfg.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return Runtime(device, rank, world_size, amp_dtype)
+    return Runtime(device, rank, world_size, amp_dtype, wait_group if world_size > 1 else None)
+
+
+MAIN_WAIT_TIMEOUT = timedelta(hours=24)
+"""How long the other ranks wait for rank 0's solo work (validation, T2, calibration, rules, checkpoint): T2
+caches features of every training row, which on the largest category at 512 px takes far longer than the
+default collective timeout (10 to 30 minutes). A crash on rank 0 still ends the job: torchrun stops every
+worker when one fails."""
+
+
+def init_distributed(backend: str, timeout: timedelta | None = None,
+                     main_wait_timeout: timedelta = MAIN_WAIT_TIMEOUT) -> Any:
+    """Join the process group (``timeout``: its collectives' limit, torch's default when None) and return
+    the group the other ranks wait for rank 0 in (gloo, so no GPU spins while it waits)."""
+    if timeout is None:
+        torch_dist.init_process_group(backend)
+    else:
+        torch_dist.init_process_group(backend, timeout=timeout)
+    return torch_dist.new_group(backend="gloo", timeout=main_wait_timeout)
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> AbstractContextManager[Any]:
@@ -75,6 +98,7 @@ def log(runtime: Runtime, message: str) -> None:
         print(message, flush=True)
 
 
-def barrier(runtime: Runtime) -> None:
+def wait_for_main(runtime: Runtime) -> None:
+    """Every rank meets here; the main rank arrives after its solo work (see :data:`MAIN_WAIT_TIMEOUT`)."""
     if runtime.distributed:
-        torch_dist.barrier()
+        torch_dist.barrier(group=runtime.wait_group)

@@ -36,3 +36,28 @@ def test_with_features_gives_the_model_logits_and_its_pooled_features():
     assert list(logits) == list(expected)
     assert all(torch.allclose(logits[name], expected[name]) for name in expected)
     assert pooled.shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize("backbone", ["convnext-test", "vit-test"])
+def test_an_epoch_under_cpu_bf16_autocast_gives_a_finite_loss_and_moves_the_weights(backbone):
+    from model_training.config import TrainConfig
+    from model_training.end_to_end import train_one_epoch
+    from model_training.losses import MaskedMultiTaskLoss
+    from model_training.runtime import Runtime
+
+    torch.manual_seed(0)
+    orders = value_orders_for(load_taxonomy()["men_tshirts"])
+    model = CategoryModel(build_backbone(backbone), orders, head_hidden=16)
+    criterion = MaskedMultiTaskLoss(list(orders))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    targets = torch.stack([torch.randint(len(v), (8,)) for v in orders.values()], dim=1)
+    loader = DataLoader(TensorDataset(torch.randn(8, 3, 64, 64), targets), batch_size=4)
+    before = [p.detach().clone() for p in model.parameters()]
+    runtime = Runtime(torch.device("cpu"), amp_dtype=torch.bfloat16)
+    loss = train_one_epoch(TrainConfig(progress=False), runtime, WithFeatures(model), loader, criterion, optimizer,
+                           scheduler, None, None, desc="bf16")
+    assert torch.isfinite(torch.tensor(loss)) and loss > 0
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 master weights
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
+    assert all(moved), f"{moved.count(False)} of {len(moved)} tensors got no update"

@@ -273,3 +273,10 @@ def test_cli_exports_every_checkpoint_of_a_run(checkpoint, tmp_path, capsys):
     assert main(["--checkpoint", str(checkpoint.parent), "--repository", str(tmp_path / "repo")]) == 0
     assert "men_tshirts" in capsys.readouterr().out
     assert load_manifest(tmp_path / "repo" / "men_tshirts" / "1").version == 1
+
+
+def test_the_cli_offers_the_precisions_as_a_choice_list(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--checkpoint", str(checkpoint), "--repository", str(tmp_path), "--precision", "int4"])
+    assert stopped.value.code == 2
+    assert "invalid choice: 'int4' (choose from" in capsys.readouterr().err

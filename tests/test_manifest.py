@@ -124,3 +124,26 @@ def test_resolve_version_picks_newest_or_pinned(tmp_path):
 
 def test_schema_is_exported_for_documentation():
     assert "properties" in Manifest.model_json_schema()
+
+
+def member(name: str, size: int) -> dict:
+    return {"name": name, "backbone": f"{name}-test", "family": "hf-convnext", "image_size": [size, size],
+            "checkpoint": f"runs/{name}/men_tshirts", "sha256": "0" * 64}
+
+
+def test_a_manifest_without_members_stays_valid_and_is_written_without_the_key(version_dir):
+    write(version_dir, manifest_data(version_dir / "model.onnx"))
+    manifest = load_manifest(version_dir)
+    assert manifest.members is None
+    assert "members" not in manifest.to_json()
+
+
+def test_an_ensemble_lists_its_members_and_takes_the_largest_members_input(version_dir):
+    model_file = version_dir / "model.onnx"
+    manifest = Manifest.model_validate(manifest_data(model_file, members=[member("a", 16), member("b", 32)]))
+    assert manifest.members is not None and [m.name for m in manifest.members] == ["a", "b"]
+    assert json.loads(manifest.to_json())["members"][1]["image_size"] == [32, 32]
+    with pytest.raises(ValueError, match=r"not the largest member's \(b: \[64, 64\]\)"):
+        Manifest.model_validate(manifest_data(model_file, members=[member("a", 16), member("b", 64)]))
+    with pytest.raises(ValueError, match="at least 2 members"):
+        Manifest.model_validate(manifest_data(model_file, members=[member("a", 32)]))

@@ -7,7 +7,8 @@ import pytest
 
 from catalog.dataset import read_labels, read_predictions
 from model_training.checkpoint import CheckpointError
-from model_training.predict import main, resolve_checkpoints
+from model_training.ensemble import group_checkpoints
+from model_training.predict import main
 from model_training.train import main as train_main
 from tests.tiny_catalog import TINY, make_catalog
 
@@ -57,9 +58,34 @@ def test_predict_writes_a_submission_that_evaluate_scores(runs, tmp_path):
 
 def test_per_category_dirs_and_missing_category(runs, tmp_path, capsys):
     data, out = runs
-    found = resolve_checkpoints([out / "men_tshirts", out / "kurtis"])
-    assert set(found) == {"Men Tshirts", "Kurtis"}
-    with pytest.raises(CheckpointError, match="two checkpoints"):
-        resolve_checkpoints([out, out / "kurtis"])
+    found = group_checkpoints([out / "men_tshirts", out / "kurtis"])
+    assert found == {"Men Tshirts": [out / "men_tshirts"], "Kurtis": [out / "kurtis"]}
+    with pytest.raises(CheckpointError, match="given twice"):
+        group_checkpoints([out, out / "kurtis"])
     code = main(["--checkpoint", str(out / "kurtis"), "--data", str(data), "--out", str(tmp_path / "s.csv")])
     assert code == 2 and "no checkpoint for category ['Men Tshirts']" in capsys.readouterr().err
+
+
+def test_two_runs_predict_as_one_ensemble_per_category_with_flip_tta(runs, tmp_path, capsys):
+    data, out = runs
+    second = tmp_path / "vit"
+    assert train_main(["--data", str(data), "--category", "all", "--out", str(second), "--epochs-t1", "1",
+                       "--epochs-t2", "0", *TINY, "--backbone", "vit-test", "--image-size", "48"]) == 0
+    submission = tmp_path / "ensemble.csv"
+    assert main(["--checkpoint", str(out), str(second), "--data", str(data), "--out", str(submission),
+                 "--tta", "flip"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("(ensemble) (flip TTA)") == 2
+    truth = read_labels(data / "test_truth.csv")
+    assert set(read_predictions(submission)) == {r.id for r in truth}
+
+
+def test_category_restricts_prediction_to_the_categories_asked_for(runs, tmp_path, capsys):
+    data, out = runs
+    submission = tmp_path / "kurtis.csv"
+    assert main(["--checkpoint", str(out / "kurtis"), "--data", str(data), "--out", str(submission),
+                 "--category", "kurtis"]) == 0
+    kurtis = {r.id for r in read_labels(data / "test_truth.csv") if r.category == "Kurtis"}
+    assert set(read_predictions(submission)) == kurtis
+    assert main(["--checkpoint", str(out), "--data", str(data), "--out", str(submission), "--category", "Hats"]) == 2
+    assert "Hats" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from catalog.dataset import LabelRow, write_labels
+from catalog.dataset import LabelRow, read_labels, write_labels
 from catalog.real_labels import load_real_labels
 
 COLORS = {"default": (120, 120, 120), "multicolor": (230, 160, 20), "white": (250, 250, 250), "black": (15, 15, 15)}
@@ -47,3 +47,22 @@ def make_catalog(root: Path, n_train: int = 48, n_test: int = 24, category: str 
 
 TINY = ["--backbone", "convnext-test", "--image-size", "32", "--batch-size", "8", "--num-workers", "0",
         "--head-hidden", "16", "--no-progress", "--lr", "3e-3", "--head-lr", "3e-3"]
+
+
+def make_catalogs(root: Path, categories: list[str], n_train: int = 24, n_test: int = 8) -> Path:
+    """One challenge-layout catalog holding several tiny ones (ids made unique per category)."""
+    train: list[LabelRow] = []
+    test: list[LabelRow] = []
+    for k, category in enumerate(categories):
+        part = make_catalog(root / f".part{k}", n_train=n_train, n_test=n_test, category=category, seed=k)
+        for split, rows, out in (("train", part / "train.csv", train), ("test", part / "test_truth.csv", test)):
+            for row in read_labels(rows, part / f"{split}_images"):
+                assert row.image_path is not None
+                new = LabelRow(row.id + 1000 * k, row.category, dict(row.labels))
+                (root / f"{split}_images").mkdir(parents=True, exist_ok=True)
+                row.image_path.replace(root / f"{split}_images" / f"{new.id:06d}.jpg")
+                out.append(new)
+    write_labels(train, root / "train.csv")
+    write_labels(test, root / "test.csv", with_labels=False)
+    write_labels(test, root / "test_truth.csv")
+    return root

@@ -60,6 +60,10 @@ class Backbone(nn.Module, ABC):
 
     family: ClassVar[str]
     """The registry's name for this family, stored in checkpoints."""
+    default_lr: ClassVar[float] = 1e-4
+    """The T1 backbone learning rate when ``--lr`` is not given."""
+    channels_last_helps: ClassVar[bool] = False
+    """Whether the channels-last memory format applies (convolutional feature extractors)."""
 
     def __init__(self, model: nn.Module, pretrained_cfg: PretrainedCfg) -> None:
         super().__init__()
@@ -88,6 +92,12 @@ class Backbone(nn.Module, ABC):
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         return self.forward_features(pixel_values)
+
+    def ordered_blocks(self) -> list[nn.Module]:
+        """The tower's modules in depth order, input first: stem, every block, final norm (what layer-wise
+        learning-rate decay assigns rates by). Parameters held directly by the tower, outside these (class
+        and position embeddings), belong to the stem."""
+        raise BackboneError(f"{self.family} does not list its blocks, so --llrd cannot apply to it")
 
     def checkpoint_entry(self, name: str) -> dict[str, Any]:
         """What a checkpoint stores about its backbone (``CheckpointInfo.backbone``)."""

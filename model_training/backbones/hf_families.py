@@ -95,10 +95,18 @@ class HfConvNext(HfBackbone):
     config_class: ClassVar[type[PretrainedConfig]] = ConvNextConfig
     model_types = ("convnext",)
     has_drop_path = True
+    channels_last_helps = True
 
     @property
     def num_features(self) -> int:
         return int(self.hf_config.hidden_sizes[-1])
+
+    def ordered_blocks(self) -> list[nn.Module]:
+        blocks: list[nn.Module] = [self.model.get_submodule("embeddings")]
+        encoder: Any = self.model.get_submodule("encoder")
+        for stage in encoder.stages:
+            blocks += [stage.downsampling_layer, *stage.layers]
+        return [*blocks, self.model.get_submodule("layernorm")]
 
     def forward_features(self, pixel_values: Tensor) -> Tensor:
         fmap = self.model(pixel_values).last_hidden_state
@@ -132,6 +140,19 @@ class HfTokenGrid(HfBackbone):
         """(B, prefix + h*w, C) with the tower's final norm applied to every token."""
         return self.model(pixel_values, interpolate_pos_encoding=True).last_hidden_state
 
+    def ordered_blocks(self) -> list[nn.Module]:
+        # Children registered before the block list (embeddings, CLIP's pre-norm) are the stem, those after
+        # it (the final norm) the top. transformers 4 nests the list in ``encoder`` (``layer`` or ``layers``);
+        # transformers 5 flattened some towers (ViT: ``layers`` on the model itself).
+        tower = getattr(self.model, "vision_model", self.model)
+        encoder: Any = getattr(tower, "encoder", None)
+        holder: Any = encoder if encoder is not None else tower
+        layers: Any = getattr(holder, "layers", None) or holder.get_submodule("layer")
+        anchor = encoder if encoder is not None else layers
+        children = list(tower.children())
+        at = next(i for i, child in enumerate(children) if child is anchor)
+        return [*children[:at], *layers, *children[at + 1:]]
+
     def forward_features(self, pixel_values: Tensor) -> Tensor:
         patch = int(self.hf_config.patch_size)
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
@@ -147,6 +168,7 @@ class HfClip(HfTokenGrid):
     config_class = CLIPVisionConfig
     model_types = ("clip", "clip_vision_model")
     default_mean, default_std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    default_lr = 1e-5
     unused_source_tensors = (r"^text_model\.", r"^text_projection\.", r"^visual_projection\.", r"^logit_scale$")
 
     def tokens(self, pixel_values: Tensor) -> Tensor:
@@ -170,6 +192,7 @@ class HfSiglip(HfTokenGrid):
     config_class = SiglipVisionConfig
     model_types = ("siglip", "siglip_vision_model")
     default_mean, default_std = HALF, HALF
+    default_lr = 1e-5
     prefix_tokens = 0
     config_overrides: ClassVar[dict[str, Any]] = {"vision_use_head": False}
     unused_source_tensors = (r"^text_model\.", r"(^|\.)head\.", r"^logit_(scale|bias)$")

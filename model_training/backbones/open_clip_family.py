@@ -172,6 +172,7 @@ def load_tower_weights(tower: nn.Module, weights: Path) -> int:
 
 class OpenClipBackbone(Backbone):
     family = "open-clip"
+    default_lr = 1e-5
 
     @classmethod
     def from_config(cls, config: dict[str, Any], pretrained_cfg: PretrainedCfg) -> OpenClipBackbone:
@@ -193,6 +194,16 @@ class OpenClipBackbone(Backbone):
     def num_features(self) -> int:
         trunk = getattr(self.tower, "trunk", None)
         return int(trunk.num_features if trunk is not None else self.tower.transformer.width)
+
+    def ordered_blocks(self) -> list[nn.Module]:
+        trunk = getattr(self.tower, "trunk", None)
+        if trunk is not None:  # timm ConvNeXt: stem, each stage's downsample and blocks, the head's norm
+            blocks: list[nn.Module] = [trunk.stem]
+            for stage in trunk.stages:
+                blocks += [stage.downsample, *stage.blocks]
+            return [*blocks, trunk.norm_pre, trunk.head]
+        tower = self.tower  # VisionTransformer; class and position embeddings are direct parameters (stem)
+        return [tower.conv1, tower.ln_pre, *tower.transformer.resblocks, tower.ln_post]
 
     def forward_features(self, pixel_values: Tensor) -> Tensor:
         trunk = getattr(self.tower, "trunk", None)

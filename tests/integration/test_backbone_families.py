@@ -4,20 +4,14 @@ the mean/std the manifest carries (the backbone's own)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from PIL import Image
 
 from catalog.manifest import load_manifest
-from catalog.preprocessing import preprocess
 from export.exporter import export_checkpoint
 from model_training.checkpoint import load_checkpoint
 from model_training.train import main
-from service.metrics import ServiceMetrics
-from service.onnx_predictor import OnnxPredictor
-from service.settings import Settings
 from tests.backbone_dirs import OPEN_CLIP_CONFIGS, save_tiny, save_tiny_open_clip
+from tests.serving import serve_one
 from tests.tiny_catalog import TINY, make_catalog
 
 HF_KINDS = ("convnextv2", "clip", "siglip", "vit", "dinov2")
@@ -35,23 +29,6 @@ def backbone_name(kind: str, folder) -> str:
     return str(save_tiny(kind, folder))
 
 
-def predict_one(repository, image_path) -> dict:
-    predictor = OnnxPredictor(Settings(repository=repository, session_threads=1), ServiceMetrics())
-    predictor.load()
-    model = predictor.ready_model("men_tshirts")
-    with Image.open(image_path) as image:
-        pixels = preprocess(image, model.info.spec)
-
-    async def run():
-        await predictor.start()
-        try:
-            return await model.infer(lambda: pixels, None)
-        finally:
-            await predictor.stop(1.0)
-
-    return asyncio.run(run()).row
-
-
 @pytest.mark.parametrize("kind", [*HF_KINDS, *sorted(OPEN_CLIP_CONFIGS)])
 def test_train_export_and_serve(catalog, tmp_path, kind):
     run = tmp_path / "run"
@@ -65,5 +42,5 @@ def test_train_export_and_serve(catalog, tmp_path, kind):
     assert manifest.verification["fp32"]["max_abs_diff"] <= 1e-4
     assert tuple(manifest.preprocess_spec().mean) == model.backbone.pretrained_cfg.mean
     assert manifest.preprocess_spec().height == 64
-    row = predict_one(tmp_path / "models", catalog / "test_images" / "000024.jpg")
+    row = serve_one(tmp_path / "models", catalog / "test_images" / "000024.jpg")
     assert set(row) == set(info.attribute_names)
