@@ -17,11 +17,9 @@ from pathlib import Path
 
 from catalog.dataset import DatasetError
 from catalog.manifest import ManifestError
-from export.exporter import DEFAULT_MAX_SCORE_DROP_POINTS, ExportError, export_checkpoint
+from export import DEFAULT_MAX_SCORE_DROP_POINTS
 from export.precision import PRECISIONS, PrecisionError
 from export.repository import RepositoryError
-from model_training.checkpoint import CheckpointError
-from model_training.ensemble import group_checkpoints
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="largest competition-score drop in points allowed for fp16/int8")
     parser.add_argument("--force", action="store_true", help="export even when the score drop is too large")
     args = parser.parse_args(argv)
+    # torch loads only now, so `--help` answers at once.
+    from export.exporter import ExportError, export_checkpoint
+    from model_training.checkpoint import CheckpointError
+    from model_training.ensemble import group_checkpoints
+
     # onnxruntime's quantiser logs every tensor at INFO on the root logger; keep only our own INFO lines.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)

@@ -19,6 +19,7 @@ from catalog.dataset import LabelRow, read_labels
 from catalog.manifest import MODEL_NAME, Manifest, load_manifest, sha256_file
 from catalog.preprocessing import PreprocessSpec, preprocess
 from catalog.taxonomy import Category, Taxonomy, load_taxonomy
+from export import DEFAULT_MAX_SCORE_DROP_POINTS
 from export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, export_onnx
 from export.precision import Precision, check_precision, convert
 from export.repository import next_version, staged_version
@@ -28,8 +29,6 @@ from model_training.ensemble import LoadedPredictor, load_predictor
 
 log = logging.getLogger("export")
 
-DEFAULT_MAX_SCORE_DROP_POINTS = 0.5
-"""Largest competition-score drop (in points, 1 point = 0.01 of the 0..1 score) a reduced precision may cost."""
 
 
 class ExportError(RuntimeError):

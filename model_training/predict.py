@@ -15,24 +15,29 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-import torch
-from torch.utils.data import DataLoader
+from typing import TYPE_CHECKING
 
 from catalog.dataset import DatasetError, LabelRow, read_split, write_submission
 from catalog.decoding import predict_rows
 from catalog.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
-from model_training.checkpoint import CheckpointError, CheckpointInfo
-from model_training.data import ImageDataset, encode_targets
-from model_training.ensemble import group_checkpoints, load_predictor
-from model_training.runtime import resolve_device
-from model_training.validation import collect_logits
+
+# torch and the modules that import it load only when a prediction runs: `--help` answers at once.
+if TYPE_CHECKING:
+    import torch
+
+    from model_training.checkpoint import CheckpointInfo
 
 
 def predict_rows_for(model: torch.nn.Module, info: CheckpointInfo, rows: Sequence[LabelRow], *, batch_size: int = 32,
                      device: torch.device | None = None, calibration: bool = True, rules: bool = True,
                      num_workers: int = 0) -> list[LabelRow]:
     """Rows with the decoded value of every attribute of ``info.category``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from model_training.data import ImageDataset, encode_targets
+    from model_training.validation import collect_logits
+
     device = device or torch.device("cpu")
     model.to(device).eval()
     dataset = ImageDataset(rows, encode_targets(rows, info.value_orders), info.preprocessing)
@@ -72,6 +77,10 @@ def selected_rows(rows: Sequence[LabelRow], categories: Sequence[str] | None, ta
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from model_training.checkpoint import CheckpointError
+    from model_training.ensemble import group_checkpoints, load_predictor
+    from model_training.runtime import resolve_device
+
     device = resolve_device(args.device)
     taxonomy = load_taxonomy()
     try:

@@ -4,6 +4,8 @@ and the README says which extra each needs."""
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -26,3 +28,12 @@ def test_the_readme_names_each_command_and_its_extra():
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Commands"):readme.index("## Layout")]
     assert all(f"`{command}`" in table for command in SCRIPTS)
+
+
+@pytest.mark.parametrize("command", sorted(SCRIPTS))
+def test_help_answers_without_importing_torch(command):
+    module, function = SCRIPTS[command].split(":")
+    probe = (f"import importlib, sys\ntry:\n    importlib.import_module({module!r}).{function}(['--help'])\n"
+             "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.stderr.strip().splitlines()[-1] == "False", done.stderr
