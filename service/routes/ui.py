@@ -18,5 +18,11 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
 
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    # Browsers ask for /favicon.ico whatever the page says; the page's own icon answers it.
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
+
 def static_files() -> StaticFiles:
     return StaticFiles(directory=STATIC_DIR)

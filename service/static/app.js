@@ -88,7 +88,9 @@ function setFile(blob, name) {
 async function loadSamples() {
   const response = await fetch("/static/samples/samples.json");
   if (!response.ok) return;
-  state.samples = await response.json();
+  // Only the categories this server serves: a sample of another category could not be predicted.
+  const served = new Set(state.models.filter((m) => m.ready).map((m) => m.name));
+  state.samples = (await response.json()).filter((sample) => served.has(sample.category));
   $("gallery").replaceChildren(...state.samples.map((sample) => {
     const button = el("button", { type: "button", title: `${sample.category}: ${sample.file}`,
                                   "data-sample": sample.file },
@@ -166,23 +168,52 @@ async function predict(event) {
   }
 }
 
-// Challenge ids are integers: take the digits of a catalog file name (000123.jpg), else the position.
-function clientId(name, index) {
-  const digits = (name.match(/(\d+)(?=\.[a-z]+$)/i) || [])[1];
-  return digits !== undefined ? String(parseInt(digits, 10)) : String(index);
+// Challenge ids are integers. A catalog dump names its files by id (000123.jpg): when every file name
+// ends in a number and no two numbers repeat, those are the ids; otherwise the upload order is.
+function batchIds(files) {
+  const digits = files.map((f) => (f.name.match(/(\d+)(?=\.[a-z]+$)/i) || [])[1]);
+  const numbers = digits.map((d) => (d === undefined ? undefined : String(parseInt(d, 10))));
+  const distinct = new Set(numbers);
+  const usable = numbers.every((n) => n !== undefined) && distinct.size === numbers.length;
+  return files.map((_, i) => (usable ? numbers[i] : String(i)));
+}
+
+function servedOptions(selected) {
+  return state.models.filter((m) => m.ready).map((m) => {
+    const option = el("option", { value: m.name, text: m.category });
+    option.selected = m.name === selected;
+    return option;
+  });
+}
+
+// One row per chosen file, each with its own category (the default one to begin with).
+function renderBatchFiles() {
+  $("batch-list").replaceChildren(...state.batchFiles.map((f, i) => {
+    const select = el("select", { "data-file": String(i), "aria-label": `category of ${f.name}` }, ...servedOptions(f.category));
+    select.addEventListener("change", () => { f.category = select.value; });
+    return el("tr", {}, el("td", { text: f.name }), el("td", {}, select));
+  }));
+  $("batch-list-wrap").hidden = state.batchFiles.length === 0;
+}
+
+function chooseBatchFiles(files) {
+  const fallback = $("batch-category").value;
+  state.batchFiles = files.map((f) => ({ ...f, category: f.category || fallback }));
+  renderBatchFiles();
 }
 
 async function runBatch(event) {
   event.preventDefault();
   showError("batch-error", "");
-  const files = state.batchFiles.length ? state.batchFiles : [...$("batch-files").files].map((f) => ({ blob: f, name: f.name }));
+  const files = state.batchFiles;
   if (!files.length) { showError("batch-error", "Choose some images first (or use the sample photos)."); return; }
   const form = new FormData();
+  const ids = batchIds(files);
   files.forEach((f, i) => {
     form.append("images", f.blob, f.name);
-    form.append("ids", clientId(f.name, i));
+    form.append("ids", ids[i]);
+    form.append("categories", f.category);
   });
-  form.append("categories", $("batch-category").value);
   $("batch-run").disabled = true;
   try {
     const response = await fetch("/batch", { method: "POST", body: form, headers: authHeaders() });
@@ -232,11 +263,10 @@ function download() {
   link.remove();
 }
 
+// Every sample photo of every served category, each filed under its own category.
 async function useSamples() {
-  const slug = $("batch-category").value;
-  const chosen = state.samples.filter((s) => s.category === slug);
-  state.batchFiles = await Promise.all(chosen.map(async (s) =>
-    ({ blob: await (await fetch(`/static/samples/${s.file}`)).blob(), name: s.file })));
+  chooseBatchFiles(await Promise.all(state.samples.map(async (s) =>
+    ({ blob: await (await fetch(`/static/samples/${s.file}`)).blob(), name: s.file, category: s.category }))));
   $("batch-samples").textContent = `using ${state.batchFiles.length} sample photos`;
 }
 
@@ -267,13 +297,20 @@ window.addEventListener("DOMContentLoaded", async () => {
   document.querySelectorAll(".tabs button").forEach((b) => b.addEventListener("click", () => selectTab(b)));
   $("threshold").addEventListener("input", () => { $("threshold-value").textContent = Number($("threshold").value).toFixed(2); });
   $("category").addEventListener("change", renderDeclared);
-  $("batch-category").addEventListener("change", () => { state.batchFiles = []; $("batch-samples").textContent = "use the sample photos"; });
-  $("batch-files").addEventListener("change", () => { state.batchFiles = []; });
+  $("batch-category").addEventListener("change", () => {
+    state.batchFiles.forEach((f) => { f.category = $("batch-category").value; });
+    renderBatchFiles();
+  });
+  $("batch-files").addEventListener("change", () => {
+    chooseBatchFiles([...$("batch-files").files].map((f) => ({ blob: f, name: f.name })));
+    $("batch-samples").textContent = "use the sample photos";
+  });
   $("batch-samples").addEventListener("click", useSamples);
   $("single-form").addEventListener("submit", predict);
   $("batch-form").addEventListener("submit", runBatch);
   $("download").addEventListener("click", download);
   wireDropzone();
-  await Promise.all([loadModels().catch((e) => showError("error", e.message)), loadSamples()]);
+  await loadModels().catch((e) => showError("error", e.message));
+  await loadSamples();  // after the models: the gallery shows only the categories they serve
   document.body.dataset.ready = "true";
 });

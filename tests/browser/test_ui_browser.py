@@ -114,20 +114,37 @@ def test_bad_file_shows_the_api_error(page, tmp_path):
     assert page.locator("#result").is_hidden()
 
 
-def test_batch_of_samples_downloads_a_challenge_format_csv(page):
-    page.click("#tab-batch")
-    page.select_option("#batch-category", "sarees")
-    page.click("#batch-samples")
-    page.wait_for_function("document.getElementById('batch-samples').textContent.startsWith('using')")
+def run_batch_and_download(page) -> list[list[str]]:
     page.click("#batch-run")
     page.wait_for_selector("#batch-result:not([hidden])")
-    assert page.locator("#batch-rows tr").count() >= 1
     with page.expect_download() as download_info:
         page.click("#download")
     rows = list(csv.reader(io.StringIO(Path(download_info.value.path()).read_text())))
     assert rows[0] == ["id", "Category", "len"] + [f"attr_{i}" for i in range(1, 11)]
     assert len(rows) == 1 + page.locator("#batch-rows tr").count()
-    assert all(row[1] == "Sarees" and row[2] == "10" and len(row) == 13 for row in rows[1:])
+    return rows[1:]
+
+
+def test_batch_of_samples_downloads_a_challenge_format_csv_with_each_sample_under_its_category(page):
+    page.click("#tab-batch")
+    page.click("#batch-samples")
+    page.wait_for_function("document.getElementById('batch-samples').textContent.startsWith('using')")
+    rows = run_batch_and_download(page)
+    lengths = {"Sarees": "10", "Kurtis": "9", "Men Tshirts": "5", "Women Tshirts": "8", "Women Tops & Tunics": "10"}
+    assert {row[1] for row in rows} == set(lengths) and all(row[2] == lengths[row[1]] for row in rows)
+
+
+def test_batch_ids_follow_the_upload_order_and_each_file_has_its_own_category(page, tmp_path):
+    files = []
+    for name in ("front_0.jpg", "back_0.jpg"):  # the same digits: they cannot be the ids
+        files.append(tmp_path / name)
+        files[-1].write_bytes(image_bytes())
+    page.click("#tab-batch")
+    page.select_option("#batch-category", "men_tshirts")
+    page.set_input_files("#batch-files", [str(f) for f in files])
+    page.select_option("select[data-file='1']", "sarees")
+    rows = run_batch_and_download(page)
+    assert [(row[0], row[1]) for row in rows] == [("0", "Men Tshirts"), ("1", "Sarees")]
 
 
 @pytest.mark.parametrize(("path", "selector", "text"), [
@@ -147,3 +164,24 @@ def test_the_api_docs_render_from_local_assets_only(browser, server, path, selec
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"api-docs{path.replace('/', '-')}.png"))
     context.close()
+
+
+def test_the_gallery_offers_only_served_categories_and_a_click_switches_to_its_category(browser, tmp_path):
+    repository = build_repository(tmp_path / "repo", slugs=("men_tshirts", "sarees"))
+    running = start(repository, tmp_path)
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+        page.goto(running.url + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        offered = page.eval_on_selector_all(".gallery button", "buttons => buttons.map(b => b.dataset.sample)")
+        assert offered and all(name.startswith(("men_tshirts", "sarees")) for name in offered)
+        page.select_option("#category", "men_tshirts")
+        page.click(".gallery button[data-sample^='sarees']")
+        page.wait_for_function("document.getElementById('category').value === 'sarees'")
+        assert missing == []  # the favicon included
+        context.close()
+    finally:
+        stop(running)
