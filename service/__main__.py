@@ -24,6 +24,7 @@ from service.onnx_predictor import OnnxPredictor
 from service.pipeline import ServiceState
 from service.request_context import access_log, configure_logging
 from service.settings import ENV_PREFIX, Settings
+from service.tracing import configure_exporter
 
 
 class DrainingServer(uvicorn.Server):
@@ -82,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"error: cannot serve: {error}", file=sys.stderr)
         return 1
+    if settings.tracing:
+        try:
+            configure_exporter()
+        except ImportError as error:
+            print(f"error: TRACING is on but the tracing extra is not installed ({error}): pip install '.[tracing]'",
+                  file=sys.stderr)
+            return 2
     app = create_app(settings, predictor, metrics)
     shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
     print(f"serving {len(predictor.models())} models from {settings.repository}: open http://{shown_host}:"

@@ -48,6 +48,9 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         description="Predicts Meesho catalog attributes from product images and flags supplier mismatches.",
         form_limits=form_limits(settings),  # type: ignore[arg-type]
         docs_url=None, redoc_url=None,  # served from local assets by routes/docs.py
+        # FastAPI's native OpenTelemetry: its request spans only with TRACING (service/tracing.py adds the
+        # stage spans); metrics are Prometheus's, logs the service's own.
+        telemetry={"tracing": settings.tracing, "metrics": False, "logs": False},
     )
     app.state.service = state
     app.include_router(api.router)
@@ -62,5 +65,5 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.mount("/static", ui.static_files(), name="static")
     app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
     install_error_handlers(app, metrics)
-    install_middleware(app, settings, metrics, state.lifecycle)
+    install_middleware(app, settings, metrics, state.lifecycle, state.tracing)
     return app

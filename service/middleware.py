@@ -18,6 +18,7 @@ from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
 from service.request_context import REQUEST_ID_HEADER, log_access, request_id, request_id_from
 from service.settings import Settings
+from service.tracing import Tracing
 
 FORM_OVERHEAD_BYTES = 1024 * 1024
 """Room for the multipart framing and the small form fields next to one image."""
@@ -48,6 +49,7 @@ class _Exchange:
     """The middleware answered for the application (413, 408 or 503): its late answer is dropped."""
     client_gone: bool = False
     body_done: bool = False
+    body_done_at: float | None = None
     received: int = 0
 
 
@@ -66,8 +68,9 @@ class HttpMiddleware:
     dropped. Nothing past the cap is ever buffered or spooled."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, limit: Callable[[str], int], body_timeout_s: float,
-                 lifecycle: Lifecycle) -> None:
+                 lifecycle: Lifecycle, tracing: Tracing) -> None:
         self.app = app
+        self._tracing = tracing
         self.metrics = metrics
         self.limit = limit
         self.body_timeout_s = body_timeout_s
@@ -110,6 +113,8 @@ class HttpMiddleware:
                 if not (exchange.answered or exchange.client_gone):
                     raise
                 # The application failed on the body we cut short, or on a client that left.
+            finally:
+                self._trace_read(exchange, started)
         finally:
             status = 499 if exchange.client_gone and not exchange.answered else exchange.status
             template = self._template(scope)
@@ -143,10 +148,19 @@ class HttpMiddleware:
         elif message["type"] == "http.request":
             exchange.received += len(message.get("body", b""))
             exchange.body_done = not message.get("more_body", False)
+            if exchange.body_done:
+                exchange.body_done_at = time.perf_counter()
             if exchange.received > exchange.limit:
                 await self._answer(exchange, send, PayloadTooLargeError(f"request body exceeds {exchange.limit} bytes"))
                 return {"type": "http.disconnect"}
         return message
+
+    def _trace_read(self, exchange: _Exchange, started: float) -> None:
+        """The body read as a span of the request's (FastAPI's own), when tracing is on."""
+        if self._tracing.enabled and exchange.body_done_at is not None and exchange.received:
+            ago = time.perf_counter() - exchange.body_done_at
+            self._tracing.stage("read", exchange.body_done_at - started, time.time_ns() - int(ago * 1e9),
+                                bytes=exchange.received)
 
     def _template(self, scope: Scope) -> str:
         """The route's path template: FastAPI's routes name themselves in the scope; plain Starlette routes
@@ -194,10 +208,11 @@ def form_limits(settings: Settings) -> dict[str, int]:
             "max_part_size": MAX_FIELD_BYTES}
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle) -> None:
-    """The body cap and deadline, request timing, and CORS when configured."""
+def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle,
+                       tracing: Tracing) -> None:
+    """The body cap and deadline, request timing and tracing, and CORS when configured."""
     app.add_middleware(HttpMiddleware, metrics=metrics, limit=body_limit(settings),
-                       body_timeout_s=settings.body_timeout_s, lifecycle=lifecycle)
+                       body_timeout_s=settings.body_timeout_s, lifecycle=lifecycle, tracing=tracing)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600)

@@ -17,6 +17,7 @@ from service.predictor import Inference, Predictor, ReadyModel
 from service.preprocess_memory import PreprocessMemory
 from service.schemas import PredictResponse, Timings
 from service.settings import Settings
+from service.tracing import Tracing
 
 
 @dataclass
@@ -28,12 +29,14 @@ class ServiceState:
     metrics: ServiceMetrics
     lifecycle: Lifecycle = field(init=False)
     limits: images.ImageLimits = field(init=False)
+    tracing: Tracing = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.lifecycle = Lifecycle(drain_budget_s=s.shutdown_delay_s + s.drain_timeout_s)
         self.limits = images.ImageLimits(s.max_upload_bytes, s.max_image_pixels,
                                          PreprocessMemory(s.preprocess_memory_bytes))
+        self.tracing = Tracing(s.tracing)
 
     @property
     def ready(self) -> bool:
@@ -54,6 +57,7 @@ async def infer_upload(state: ServiceState, model: ReadyModel, data: bytes, star
     inference = await model.infer(partial(images.preprocess_upload, data, model.info.spec, state.limits),
                                   remaining_s, cheap=images.cheap_to_preprocess(data))
     state.metrics.observe_timings(model.info.name, inference.preprocess_s, inference.queue_wait_s)
+    state.tracing.inference(model.info.name, inference)
     return inference
 
 

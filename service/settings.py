@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     """One JSON line per request on the ``service.access`` logger (at ``--log-level info``, the default of
     ``python -m service`` and the image; the benchmarks run at ``warning``, without it)."""
 
+    tracing: bool = False
+    """OpenTelemetry spans per request (read, preprocess, queue, compute), sent by OTLP/HTTP to
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``; needs the ``tracing`` extra (start-up fails without it)."""
+
     host: str = "127.0.0.1"
     """Interface ``python -m service`` listens on."""
     port: int = Field(default=8000, ge=0, le=65535)
