@@ -26,25 +26,30 @@ def test_a_plain_client_id_is_kept_and_anything_else_replaced():
         assert generated != hostile.decode(errors="replace") and len(generated) == 32
 
 
-async def test_the_id_is_returned_logged_on_every_line_and_in_the_access_log(tmp_path, caplog):
-    caplog.set_level(logging.INFO)
-    seen: list[str] = []
+async def test_the_id_is_returned_logged_on_every_line_and_in_the_access_log(tmp_path, monkeypatch):
+    records: list[logging.LogRecord] = []
 
-    class Spy(logging.Handler):
+    class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             RequestIdFilter().filter(record)
-            seen.append(f"{record.name} {record.request_id}")  # type: ignore[attr-defined]
+            records.append(record)
 
-    spy = Spy()
-    logging.getLogger("service").addHandler(spy)
+    # A handler on the access logger itself: another test may have run `python -m service`'s logging
+    # set-up, which stops the access log from propagating to the root logger.
+    keep = Keep(level=logging.INFO)
+    monkeypatch.setattr(access_log, "disabled", False)
+    monkeypatch.setattr(access_log, "propagate", False)
+    monkeypatch.setattr(access_log, "level", logging.INFO)
+    access_log.addHandler(keep)
     try:
         async with serve(tmp_path) as client:
             given = await client.get("/v2/models/nope", headers={"X-Request-ID": "trace-1"})
             made = await client.get("/v2/health/live")
     finally:
-        logging.getLogger("service").removeHandler(spy)
+        access_log.removeHandler(keep)
     assert given.headers["x-request-id"] == "trace-1" and len(made.headers["x-request-id"]) == 32
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == access_log.name]
+    lines = [json.loads(r.getMessage()) for r in records if r.name == access_log.name]
     assert [(line["request_id"], line["route"], line["status"]) for line in lines] == [
         ("trace-1", "/v2/models/{name}", 404), (made.headers["x-request-id"], "/v2/health/live", 200)]
-    assert "service.access trace-1" in seen and request_id.get() == "-"
+    assert {r.request_id for r in records if r.name == access_log.name} == {"trace-1", made.headers["x-request-id"]}
+    assert request_id.get() == "-"
