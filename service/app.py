@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     )
     app.state.service = state
     app.include_router(api.router)
+    app.include_router(api.batch_router)
     app.include_router(v2.router)
 
     @app.get("/metrics", include_in_schema=False)

@@ -31,7 +31,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0
+        self._head_pending = True
+        self._head_bytes = 0  # of the head parsed so far
+        self._head_received = 0  # of the chunks received while the head was incomplete
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str] | None = None
 
@@ -43,11 +45,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # refused: nothing more is parsed on this connection
+        super().data_received(data)
+        # Counted per chunk received, not per parsed header: the parser hands a header over only once
+        # it is complete, and buffers (copying) until then, so one endless header must be cut here.
+        if self._head_pending and not self.transport.is_closing():
+            self._head_received += len(data)
+            if self._head_received > self.max_head_bytes:
+                self._refuse(431, f"request head exceeds {self.max_head_bytes} bytes")
+
     def on_message_begin(self) -> None:
         # A keep-alive connection's next head is timed from its first byte; until then the connection
         # is idle, and uvicorn's keep-alive timeout applies.
         super().on_message_begin()
-        self._head_bytes = 0
+        self._head_pending, self._head_bytes, self._head_received = True, 0, 0
         self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -58,19 +71,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._count_head(len(name) + len(value) + 4)
         super().on_header(name, value)
 
+    def _count_head(self, size: int) -> None:
+        """A head that arrived whole in one chunk is measured as it is parsed."""
+        self._head_bytes += size
+        if self._head_bytes > self.max_head_bytes:
+            self._refuse(431, f"request head exceeds {self.max_head_bytes} bytes")
+            raise ValueError("request head too large")  # stops the parser; the 431 is decided already
+
     def on_headers_complete(self) -> None:
+        self._head_pending = False
         self._disarm_head_timer()
         super().on_headers_complete()
 
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.max_head_bytes:
-            self._refusal = (431, f"request head exceeds {self.max_head_bytes} bytes")
-            # Raising from a parser callback stops the parser; uvicorn then calls send_400_response.
-            raise ValueError(self._refusal[1])
+    def on_response_complete(self) -> None:
+        if self._refusal is not None:
+            self._send_refusal()  # the refusal of a pipelined request waited for this response
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(*(self._refusal or (400, msg)))
+        self._refuse(400, msg)
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -83,13 +102,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.cycle is None or self.cycle.response_complete:
-            # A connection that opened, or started its next request, and never finished the head.
+        if self._head_pending:
             self._refuse(408, f"request head not received within {self.head_timeout_s:g} s")
 
     def _refuse(self, status: int, message: str) -> None:
-        if self.transport.is_closing():
+        """Answer ``status`` and close; after the response in progress, if a pipelined request is refused
+        while an earlier one is still being answered (its answer must not be lost or misattributed)."""
+        if self.transport.is_closing() or self._refusal is not None:
             return
+        self._refusal = (status, message)
+        self.transport.pause_reading()
+        if self.cycle is None or self.cycle.response_complete:
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        if self._refusal is None or self.transport.is_closing():
+            return
+        status, message = self._refusal
         log.warning("refused %s:%s: %d %s", *(self.client or ("?", "?")), status, message)
         body = json.dumps({"error": message, "code": _CODES[status]}).encode()
         self.transport.write(

@@ -4,7 +4,9 @@ in, uploads cut short by a drain, request timing, and CORS (closed unless origin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,13 @@ from service.metrics import ServiceMetrics
 from service.request_context import REQUEST_ID_HEADER, log_access, request_id, request_id_from
 from service.settings import Settings
 from service.tracing import Tracing
+
+log = logging.getLogger("service")
+
+
+def shutting_down() -> ShuttingDownError:
+    return ShuttingDownError("the server is shutting down; send this request again")
+
 
 FORM_OVERHEAD_BYTES = 1024 * 1024
 """Room for the multipart framing and the small form fields next to one image."""
@@ -87,6 +96,8 @@ class HttpMiddleware:
         started = time.perf_counter()
         self._loop = loop = asyncio.get_running_loop()
         exchange = _Exchange(self.limit(scope["path"]), loop.time() + self.body_timeout_s)
+        headers = dict(scope["headers"])
+        exchange.body_done = headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers
         token = request_id.set(request_id_from(scope["headers"]))
         id_header = (REQUEST_ID_HEADER, request_id.get().encode())
 
@@ -96,23 +107,29 @@ class HttpMiddleware:
             if message["type"] == "http.response.start":
                 exchange.status = message["status"]
                 exchange.response_started = True
-                message = {**message, "headers": [*message.get("headers", []), id_header]}
+                extra = [id_header]
+                if not exchange.body_done:
+                    # Answered before its body was read (a 401, a 404): the rest of the body would keep
+                    # the connection busy past every deadline, so it is closed after this answer.
+                    extra.append((b"connection", b"close"))
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         async def receive_wrapper() -> Message:
             return await self._receive(exchange, receive, send)
 
         try:
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > exchange.limit:
+            declared = headers.get(b"content-length")
+            # More than 20 digits (leading zeros included) is over any limit, and int() refuses 4,300.
+            if declared is not None and declared.isdigit() and (len(declared) > 20 or int(declared) > exchange.limit):
                 await self._answer(exchange, send, PayloadTooLargeError(f"request body exceeds {exchange.limit} bytes"))
                 return
             try:
                 await self.app(scope, receive_wrapper, send_wrapper)
-            except Exception:
+            except Exception as error:
                 if not (exchange.answered or exchange.client_gone):
-                    raise
-                # The application failed on the body we cut short, or on a client that left.
+                    await self._crashed(exchange, send, scope, error)
+                # Else the application failed on the body we cut short, or on a client that left.
             finally:
                 self._trace_read(exchange, started)
         finally:
@@ -129,6 +146,9 @@ class HttpMiddleware:
             return {"type": "http.disconnect"}
         if exchange.body_done:
             return await receive()  # after the body only a disconnect can come: no deadline
+        if self._lifecycle.draining:  # a body still arriving when the drain began (or starting after it)
+            await self._answer(exchange, send, shutting_down())
+            return {"type": "http.disconnect"}
         try:
             async with asyncio.timeout_at(exchange.body_deadline) as timeout:
                 self._receiving.add(timeout)
@@ -138,7 +158,7 @@ class HttpMiddleware:
                     self._receiving.discard(timeout)
         except TimeoutError:
             if self._lifecycle.draining:
-                error: Exception = ShuttingDownError("the server is shutting down; send this request again")
+                error: Exception = shutting_down()
             else:
                 error = RequestTimeoutError(f"request body not received within {self.body_timeout_s:g} s")
             await self._answer(exchange, send, error)
@@ -181,7 +201,16 @@ class HttpMiddleware:
     def _abort_uploads(self) -> None:
         now = asyncio.get_running_loop().time()
         for timeout in list(self._receiving):
-            timeout.reschedule(now)
+            with contextlib.suppress(RuntimeError):  # one expiring in this same loop iteration answers itself
+                timeout.reschedule(now)
+
+    async def _crashed(self, exchange: _Exchange, send: Send, scope: Scope, error: Exception) -> None:
+        """An error no handler caught, answered here, inside the request's context (so its log line and
+        answer carry the request id), as a bare 500 that closes the connection; details only in the log."""
+        log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=error)
+        if exchange.response_started:
+            raise error  # half an answer went out: uvicorn closes the connection
+        await self._answer(exchange, send, error)
 
     async def _answer(self, exchange: _Exchange, send: Send, error: Exception) -> None:
         """Answer for the application (once, and only if it has not started its own answer)."""

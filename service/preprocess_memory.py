@@ -7,7 +7,7 @@ import math
 import threading
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 from service.errors import PayloadTooLargeError, PreprocessBusyError
 
@@ -21,6 +21,7 @@ _BYTES_PER_PIXEL = {
     "I": 14, "F": 9,
 }
 _UNKNOWN_MODE_BYTES_PER_PIXEL = 16
+_ROTATION_COPY_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _WEBP_DECODER_BYTES_PER_PIXEL = 12
 """libwebp decodes into a full-size buffer of its own first (measured: RGB 16.1 against PNG's 4.2)."""
 DEFAULT_LIMIT_BYTES = 256 * 1024 * 1024
@@ -34,7 +35,23 @@ def working_bytes(image: Image.Image) -> int:
     per_pixel = _BYTES_PER_PIXEL.get(image.mode, _UNKNOWN_MODE_BYTES_PER_PIXEL)
     if image.format == "WEBP":
         per_pixel += _WEBP_DECODER_BYTES_PER_PIXEL
+    if _rotated(image):  # exif_transpose copies the decoded image beside itself (measured: RGB 4.6 -> 8.6)
+        per_pixel += _ROTATION_COPY_BYTES_PER_PIXEL.get(image.mode, 4)
     return image.width * image.height * per_pixel
+
+
+def _rotated(image: Image.Image) -> bool:
+    """Whether the header's EXIF orientation asks for a turn; only EXIF already read with the header counts
+    (asking Pillow for more could decode the image)."""
+    raw = image.info.get("exif")
+    if not raw:
+        return False
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+    except Exception:  # a broken EXIF block: preprocessing ignores it too
+        return False
+    return exif.get(ExifTags.Base.Orientation, 1) != 1
 
 
 def mebibytes(count: int) -> str:

@@ -58,7 +58,7 @@ def parse_infer_body(body: bytes, header_length: str | None, max_items: int, max
         if binary is None or not isinstance(size, int) or isinstance(size, bool) or size != len(binary):
             raise InvalidRequestError(f"binary_data_size {size!r} does not match the {len(binary or b'')} bytes sent "
                                       f"after the {HEADER_LENGTH} header")
-        files = _length_prefixed(binary)
+        files = _length_prefixed(binary, tensor.shape[0])
     if len(files) != tensor.shape[0]:
         raise InvalidRequestError(f"input shape {tensor.shape} does not match its {len(files)} elements")
     return InferRequestBody(request, files, _binary_outputs(request))
@@ -67,7 +67,9 @@ def parse_infer_body(body: bytes, header_length: str | None, max_items: int, max
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes | None]:
     if header_length is None:
         return body, None
-    if not header_length.isdigit() or int(header_length) > len(body):
+    # ASCII digits only ("²".isdigit() is true) and short: int() refuses thousands of digits.
+    if not (header_length.isascii() and header_length.isdigit() and len(header_length) <= 20) or (
+            int(header_length) > len(body)):
         raise InvalidRequestError(f"{HEADER_LENGTH} {header_length[:20]!r} must be a byte count within the body "
                                   f"({len(body)} bytes)")
     return body[:int(header_length)], body[int(header_length):]
@@ -84,10 +86,14 @@ def _base64_files(elements: list[str]) -> list[bytes]:
     return files
 
 
-def _length_prefixed(data: bytes) -> list[bytes]:
+def _length_prefixed(data: bytes, expected: int) -> list[bytes]:
+    """The elements of a binary BYTES tensor; stops past ``expected`` (the declared shape, already
+    bounded), so 32 MiB of zero-length elements cost nothing."""
     files: list[bytes] = []
     offset = 0
     while offset < len(data):
+        if len(files) == expected:
+            raise InvalidRequestError(f"binary input holds more than the {expected} elements its shape says")
         if offset + 4 > len(data):
             raise InvalidRequestError("binary input ends inside an element's 4-byte length")
         (length,) = struct.unpack_from("<I", data, offset)

@@ -454,3 +454,37 @@ def test_config_rejects_nonsense_naming_the_value():
         BatcherConfig(max_batch_size=0)
     with pytest.raises(ValueError, match="max_delay_s must be >= 0, got -1"):
         BatcherConfig(max_delay_s=-1)
+
+
+async def test_stop_waits_for_items_still_preparing_and_a_late_one_is_refused_as_stopped():
+    import threading
+
+    release, entered = threading.Event(), threading.Event()
+
+    def slow() -> int:
+        entered.set()
+        assert release.wait(10)
+        return 5
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = Batcher(Recorder(), BatcherConfig(), name="test", prepare_executor=pool)
+        batcher.start()
+        waiting = asyncio.ensure_future(batcher.submit(slow))
+        await asyncio.to_thread(entered.wait, 10)
+        stopping = asyncio.ensure_future(batcher.stop(drain_timeout_s=5))
+        await until(lambda: not batcher.accepting)
+        release.set()
+        await stopping
+        assert (await waiting).value == 50  # it was admitted: the drain waited for it to run
+        late = Batcher(Recorder(), BatcherConfig(), name="late", prepare_executor=pool)
+        late.start()
+        release.clear()
+        entered.clear()
+        task = asyncio.ensure_future(late.submit(slow))
+        await asyncio.to_thread(entered.wait, 10)
+        await late.stop(drain_timeout_s=0)
+        release.set()
+        with pytest.raises(BatcherStoppedError):
+            await task

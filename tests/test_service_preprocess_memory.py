@@ -55,3 +55,15 @@ def test_the_budget_is_exact_across_threads():
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(cycle, range(2000)))
     assert budget.held_bytes == 0
+
+
+def test_an_image_the_exif_says_to_turn_counts_the_turned_copy():
+    from PIL import Image as PILImage
+
+    from tests.image_zoo import _save, photo
+
+    plain = photo((400, 300))
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    upright, turned = (opened(_save(plain, "JPEG")), opened(_save(plain, "JPEG", exif=exif.tobytes())))
+    assert working_bytes(turned) == working_bytes(upright) + 400 * 300 * 4

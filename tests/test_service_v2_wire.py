@@ -62,3 +62,17 @@ def test_binary_responses_put_the_asked_outputs_after_the_json_header():
     assert np.frombuffer(body[length:], "<f4").tolist() == [pytest.approx(0.9), 0.25]
     plain, plain_headers = encode_infer_response(response, frozenset())
     assert plain_headers == {"Content-Type": "application/json"} and json.loads(plain)["outputs"][1]["data"][1] == 0.25
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "0" * 5000 + "7"])
+def test_a_header_length_that_is_not_a_plain_count_is_a_422(length):
+    body, _ = binary_body(FILES)
+    with pytest.raises(InvalidRequestError, match="must be a byte count"):
+        parse_infer_body(body, length, 8, 100)
+
+
+def test_a_binary_tensor_holding_more_elements_than_its_shape_stops_at_once():
+    header = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 4 * 1_000_000}}]}).encode()
+    with pytest.raises(InvalidRequestError, match="more than the 1 elements"):
+        parse_infer_body(header + b"\0" * 4_000_000, str(len(header)), 8, 100)

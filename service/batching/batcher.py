@@ -105,7 +105,8 @@ class Batcher(Generic[T, R]):
         then fail whatever is left."""
         self._accepting = False
         deadline = time.monotonic() + drain_timeout_s
-        while (self._live_queue() or self._running) and time.monotonic() < deadline:
+        # Admitted items still preparing will queue next: wait for them too.
+        while (self._admitted or self._live_queue() or self._running) and time.monotonic() < deadline:
             self._arrived.set()
             await asyncio.sleep(0.005)
         if self._loop_task is not None:
@@ -187,6 +188,8 @@ class Batcher(Generic[T, R]):
         return await asyncio.get_running_loop().run_in_executor(self._prepare_executor, _timed, prepare, self._clock)
 
     async def _enqueue(self, value: T, prepare_s: float, deadline: float | None) -> Completed[R]:
+        if self._loop_task is None:  # stopped while this item was prepared: no loop will run it
+            raise BatcherStoppedError(f"{self.name}: stopped before this request ran")
         loop = asyncio.get_running_loop()
         now = self._clock()
         if deadline is not None and now >= deadline:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import WithJsonSchema
 
 from service.batching import BatcherError
-from service.deps import ApiKey, State, check_api_key
+from service.deps import KeyFirstRoute, State, check_api_key
 from service.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
@@ -19,10 +19,12 @@ from service.errors import (
 )
 from service.pipeline import ServiceState, predict_image
 from service.postprocess import THRESHOLD_SCHEMA, parse_threshold
-from service.predict_request import OPENAPI, read_predict_request, single
+from service.predict_request import API_KEY_HEADER, OPENAPI, read_predict_request, single
 from service.schemas import BatchItem, BatchResponse, ErrorBody, ModelList, ModelSummary, PredictResponse
 
 router = APIRouter(tags=["predict"])
+# /batch takes a form: its key (and the drain) is checked before FastAPI reads the body.
+batch_router = APIRouter(tags=["predict"], route_class=KeyFirstRoute)
 PREDICT_ERRORS = error_responses(400, 401, 413, 415, 422, 500, 503, 504)
 
 # Text, parsed by the same function as /predict's and v2's threshold; documented as the number it must be.
@@ -44,7 +46,7 @@ async def predict(request: Request) -> Response:
     return Response(result.model_dump_json(), media_type="application/json")
 
 
-@router.post("/batch", response_model=BatchResponse, dependencies=[ApiKey], responses=PREDICT_ERRORS)
+@batch_router.post("/batch", response_model=BatchResponse, responses=PREDICT_ERRORS, openapi_extra=API_KEY_HEADER)
 async def batch(
     request: Request,
     state: State,
@@ -62,7 +64,6 @@ async def batch(
     for name, values in (("ids", ids), ("declared", declared)):
         if values is not None and len(values) != n:
             raise InvalidRequestError(f"{len(values)} {name} for {n} images; send one per image")
-    state.lifecycle.check_accepting()
     # ``threshold`` documents the field; FastAPI keeps only the last of repeated scalar fields, and the
     # parsed form (cached) shows them all.
     repeated = (await request.form()).getlist("threshold")

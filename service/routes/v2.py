@@ -138,14 +138,15 @@ def infer_openapi() -> dict[str, Any]:
 async def infer(request: Request, name: str) -> Response:
     """The API key is checked and the model looked up before the body is read; the body is parsed
     within limits, off the event loop (``service/v2_wire.py``)."""
-    started = time.perf_counter()
     state: ServiceState = request.app.state.service
     check_api_key(state, request.headers.get("x-api-key"), request.headers.get("authorization"))
     state.lifecycle.check_accepting()
     model = _ready_model(state, name)
     limit = state.settings.max_batch_items
-    parsed = await asyncio.to_thread(parse_infer_body, await request.body(), request.headers.get(HEADER_LENGTH),
-                                     limit, max_elements(limit))
+    body = await request.body()
+    started = time.perf_counter()  # the deadline runs from here, as on /predict: the upload's time is the client's
+    parsed = await asyncio.to_thread(parse_infer_body, body, request.headers.get(HEADER_LENGTH), limit,
+                                     max_elements(limit))
     tensor = parsed.request.inputs[0]
     if tensor.name != IMAGE_FILES_INPUT:
         raise InvalidRequestError(f"input {tensor.name!r} is unknown; this model takes {IMAGE_FILES_INPUT!r}")

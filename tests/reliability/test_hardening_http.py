@@ -169,3 +169,61 @@ def test_unparseable_http_gets_the_json_error_body(strict_server):
         response = read_response(sock)
     assert status_of(response) == 400
     assert json.loads(response.split(b"\r\n\r\n", 1)[1])["code"] == "bad_request"
+
+
+def test_an_endless_header_is_cut_at_the_limit_not_buffered(strict_server):
+    # The parser hands a header over only when it is complete: the limit must apply to the bytes received.
+    rss_before, _ = rss_and_peak_bytes(strict_server)
+    with raw_connection(strict_server) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        try:
+            for _ in range(128):  # 8 MiB, most of which the kernel's buffers absorb once the server stops reading
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = read_response(sock)
+    _, peak = rss_and_peak_bytes(strict_server)
+    assert status_of(response) == 431 and peak - rss_before < 20 * 2**20, (peak - rss_before) / 2**20
+
+
+def test_a_pipelined_refusal_waits_for_the_answer_in_progress(strict_server):
+    with raw_connection(strict_server) as sock:
+        first = (b"POST /predict?category=men_tshirts HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+                 + f"Content-Length: {len(JPEG)}\r\n\r\n".encode() + JPEG)
+        sock.sendall(first + b"GET /v2/health/live HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        response = read_response(sock)
+    assert response.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 431 " in response
+    assert response.index(b"HTTP/1.1 200 ") < response.index(b"HTTP/1.1 431 ")
+
+
+def test_a_request_whose_body_was_not_read_closes_its_connection(strict_server):
+    # A route that answers without reading the body (here a 404) must not leave a trickling chunked body
+    # holding the connection: the answer says Connection: close, and the server closes. (Closing with the
+    # body unread may reach the client as a reset instead of the answer: TCP drops unread input with RST.)
+    with raw_connection(strict_server) as sock:
+        sock.sendall(b"POST /no/such/route HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        started, received, closed = time.perf_counter(), b"", False
+        while not closed and time.perf_counter() - started < 5:
+            try:
+                sock.sendall(b"1\r\na\r\n")  # keep trickling, as a slow-loris client would
+                sock.settimeout(0.1)
+                chunk = sock.recv(4096)
+                closed = chunk == b""
+                received += chunk
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        took = time.perf_counter() - started
+    assert closed and took < 3.0, took
+    if received:
+        assert status_of(received) == 404 and b"connection: close" in received.lower()
+
+
+def test_batch_checks_the_api_key_before_reading_the_upload(keyed_server):
+    with raw_connection(keyed_server) as sock:
+        sock.sendall(b"POST /batch HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 50000000\r\n\r\n--x\r\n")
+        started = time.perf_counter()
+        response = read_response(sock)  # answered without the rest of the 50 MB
+    assert status_of(response) == 401 and time.perf_counter() - started < 2.0
