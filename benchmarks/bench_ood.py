@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 from catalog.dataset import read_labels
-from catalog.manifest import OOD_OUTPUT, load_manifest, resolve_version
+from catalog.manifest import load_manifest, resolve_version
 from catalog.preprocessing import PreprocessSpec, preprocess
 from model_training.checkpoint import find_checkpoint_dirs, load_checkpoint
 from model_training.fit_ood import split_datasets
@@ -166,7 +166,8 @@ def print_tables(per_category: dict[str, dict[str, dict[str, float]]]) -> None:
         means = [np.mean([r[method][c] for r in per_category.values()]) for c in columns]
         print(f"| {method} (mean of {len(per_category)}) | " + " | ".join(f"{v:.3f}" for v in means) + " |")
     for method in methods:
-        print(f"\n{method}, per category:\n\n| category | " + " | ".join(columns) + " |\n|" + " --- |" * (len(columns) + 1))
+        header = "| category | " + " | ".join(columns) + " |\n|" + " --- |" * (len(columns) + 1)
+        print(f"\n{method}, per category:\n\n{header}")
         for slug, results in per_category.items():
             print(f"| {slug} | " + " | ".join(f"{results[method][c]:.3f}" for c in columns) + " |")
 
