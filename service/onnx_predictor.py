@@ -181,6 +181,9 @@ class OnnxPredictor:
             except InferenceError as error:
                 raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
         self._metrics.model_info.labels(slug, str(manifest.version), manifest.precision, info.provider).set(1)
+        if manifest.ood is not None:  # a flagged share of 0 from the start, not "no data"
+            self._metrics.ood_scored_total.labels(slug)
+            self._metrics.ood_flagged_total.labels(slug)
         log.info("loaded %s v%d from %s (%s, %s)", slug, manifest.version, folder, manifest.precision, info.provider)
         return model
 
