@@ -45,16 +45,21 @@ def browser():
         launched.close()
 
 
-@pytest.fixture
-def page(browser, server, request):
+def open_page(browser, server: Server, name: str) -> Iterator:
+    """The page loaded from ``server``; a full-page screenshot named after the test when it ends."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready=true]")
     yield page
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
     context.close()
+
+
+@pytest.fixture
+def page(browser, server, request):
+    yield from open_page(browser, server, request.node.name)
 
 
 def upload(page, tmp_path: Path, data: bytes, name: str = "shirt.jpg") -> None:
@@ -199,14 +204,7 @@ def demo_server(tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture
 def demo_page(browser, demo_server, request):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.goto(demo_server.url + "/")
-    page.wait_for_selector("body[data-ready=true]")
-    yield page
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
+    yield from open_page(browser, demo_server, request.node.name)
 
 
 def test_page_says_the_demo_models_learned_from_synthetic_drawings(demo_page):
