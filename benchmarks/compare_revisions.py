@@ -104,13 +104,17 @@ def main() -> None:
     parser.add_argument("--old", type=Path, required=True, help="the checkout to compare against")
     parser.add_argument("--new", type=Path, default=Path("."), help="the checkout under test (default: here)")
     parser.add_argument("--repository", type=Path, default=Path("models/demo"))
+    parser.add_argument("--old-repository", type=Path, default=None,
+                        help="the old checkout's models, when the new manifests are a format it cannot read "
+                             "(default: --repository)")
     parser.add_argument("--category", default="men_tshirts")
     parser.add_argument("--pairs", type=int, default=300, help="alternated requests at concurrency 1")
     parser.add_argument("--windows", type=int, default=6, help="alternated throughput windows per checkout")
     parser.add_argument("--window-seconds", type=float, default=5.0)
     args = parser.parse_args()
     repository, data, path = args.repository.resolve(), upload(), f"/predict?category={args.category}"
-    servers = {"old": start(args.old.resolve(), repository, args.category),
+    old_repository = (args.old_repository or args.repository).resolve()
+    servers = {"old": start(args.old.resolve(), old_repository, args.category),
                "new": start(args.new.resolve(), repository, args.category)}
     ports = {name: port for name, (_, port) in servers.items()}
     try:

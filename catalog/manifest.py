@@ -26,6 +26,10 @@ MANIFEST_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 Precision = Literal["fp32", "fp16", "int8"]
+OodMethod = Literal["mahalanobis", "knn", "energy"]
+OOD_METHODS: tuple[str, ...] = ("mahalanobis", "knn", "energy")
+OOD_OUTPUT = "ood_score"
+"""The ONNX output holding each image's out-of-distribution score (higher: less like the training images)."""
 
 
 class ManifestError(ValueError):
@@ -85,6 +89,19 @@ class MemberSpec(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="of its model.safetensors")
 
 
+class OodSpec(_Strict):
+    """The model's out-of-distribution detector: its score is one more graph output; an image whose score
+    exceeds ``threshold`` is unlike the training images (``model_training/ood.py``)."""
+
+    output: str = OOD_OUTPUT
+    method: OodMethod
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    threshold: float
+    false_alarm_rate: float = Field(gt=0, lt=1, description="share of held-out in-distribution images flagged")
+    calibration_images: int = Field(ge=1, description="held-out in-distribution images the threshold was set on")
+    train_images: int | None = Field(default=None, description="training images the statistics were fitted on")
+
+
 class Manifest(_Strict):
     format_version: int = MANIFEST_FORMAT_VERSION
     category: str
@@ -106,6 +123,8 @@ class Manifest(_Strict):
     members: list[MemberSpec] | None = Field(
         default=None, description="an ensemble's checkpoints (absent for one checkpoint); the input and "
         "preprocessing are the largest member's, the graph resizes and renormalises for the others")
+    ood: OodSpec | None = Field(default=None, description="the out-of-distribution detector (absent: none; "
+                                "the service then reports out_of_distribution null)")
 
     @field_validator("format_version")
     @classmethod
@@ -122,6 +141,8 @@ class Manifest(_Strict):
             raise ValueError(str(error)) from None
         check_against_taxonomy(self, category)
         check_members(self)
+        if self.ood is not None and self.ood.output in [*self.output_names, self.input.name]:
+            raise ValueError(f"ood output {self.ood.output!r} repeats an attribute output or the input name")
         return self
 
     @property
@@ -147,8 +168,10 @@ class Manifest(_Strict):
         return Decoder(_head_ordered(category, self), calibration, rules)
 
     def to_json(self) -> str:
-        # No "members" key for a single checkpoint: its manifest reads exactly as before ensembles existed.
-        return self.model_dump_json(indent=2, by_alias=True, exclude={"members"} if self.members is None else None)
+        # No "members" key for a single checkpoint, no "ood" key without a detector: such manifests read
+        # exactly as before ensembles and detectors existed.
+        absent = {name for name in ("members", "ood") if getattr(self, name) is None}
+        return self.model_dump_json(indent=2, by_alias=True, exclude=absent or None)
 
     def write(self, directory: str | Path) -> Path:
         path = Path(directory) / MANIFEST_NAME

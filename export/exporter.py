@@ -16,18 +16,30 @@ import numpy as np
 from PIL import Image
 
 from catalog.dataset import LabelRow, read_labels
-from catalog.manifest import MODEL_NAME, Manifest, load_manifest, sha256_file
+from catalog.manifest import MODEL_NAME, OOD_OUTPUT, Manifest, OodSpec, load_manifest, sha256_file
 from catalog.preprocessing import PreprocessSpec, preprocess
 from catalog.taxonomy import Category, Taxonomy, load_taxonomy
 from export import DEFAULT_MAX_SCORE_DROP_POINTS
 from export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, export_onnx
 from export.precision import Precision, check_precision, convert
 from export.repository import next_version, staged_version
-from export.verify import FP32_MAX_ABS_DIFF, compare, competition_score, onnx_session, run_onnx, run_torch
+from export.verify import (
+    FP32_MAX_ABS_DIFF,
+    OOD_FP32_MAX_DIFF,
+    OOD_MAX_FLAG_DISAGREEMENT,
+    compare,
+    compare_ood,
+    competition_score,
+    onnx_session,
+    run_onnx,
+    run_torch,
+)
 from model_training.checkpoint import CheckpointError, CheckpointInfo
 from model_training.ensemble import LoadedPredictor, load_predictor
 
 log = logging.getLogger("export")
+DETECTOR_SCOPE = "/detector/"
+"""The OOD detector's node names in the exported graph (``model_training.ood.Scored.detector``): kept fp32."""
 
 
 
@@ -129,18 +141,22 @@ def export_checkpoint(
     check_checkpoint_taxonomy(info, taxonomy)
     category = taxonomy.category(info.category)
     names = list(info.attribute_names)
+    outputs = [*names, OOD_OUTPUT] if info.ood else names
+    if loaded.ood_note:
+        log.warning("%s: %s", category.slug, loaded.ood_note)
     rows, batch = verification_inputs(info.preprocessing, category.name, validation_data, validation_images)
-    reference = run_torch(model, batch, names)
+    reference = run_torch(model, batch, outputs)
 
     version_number = version_number or next_version(repository, category.slug)
     with tempfile.TemporaryDirectory() as scratch, staged_version(repository, category.slug, version_number) as stage:
         fp32_path = Path(scratch) / "model.fp32.onnx"
-        export_onnx(model, names, info.preprocessing.input_shape, fp32_path, opset)
-        verification: dict[str, Any] = {"fp32": verify_fp32(fp32_path, reference, batch, names),
+        export_onnx(model, outputs, info.preprocessing.input_shape, fp32_path, opset)
+        verification: dict[str, Any] = {"fp32": verify_fp32(fp32_path, reference, batch, info),
                                         "images": len(batch),
-                                        "image_source": str(validation_data) if rows else "random"}
+                                        "image_source": str(validation_data) if rows else "random",
+                                        **({"ood": {"omitted": loaded.ood_note}} if loaded.ood_note else {})}
         model_path = stage / MODEL_NAME
-        convert(fp32_path, model_path, chosen)
+        convert(fp32_path, model_path, chosen, keep_fp32_scope=DETECTOR_SCOPE)
         if chosen != "fp32":
             verification.update(verify_reduced(model_path, chosen, info, reference, batch, rows,
                                                max_score_drop_points, force))
@@ -163,15 +179,25 @@ def verification_inputs(spec: PreprocessSpec, category_name: str, validation_dat
 
 
 def verify_fp32(fp32_path: Path, reference: dict[str, np.ndarray], batch: np.ndarray,
-                names: list[str]) -> dict[str, Any]:
-    """The fp32 ONNX model must reproduce PyTorch's logits; its parity numbers for the manifest."""
-    fp32 = compare(reference, run_onnx(onnx_session(fp32_path), batch, names))
+                info: CheckpointInfo) -> dict[str, Any]:
+    """The fp32 ONNX model must reproduce PyTorch's logits and OOD score; its parity numbers for the manifest."""
+    names = list(info.attribute_names)
+    outputs = run_onnx(onnx_session(fp32_path), batch, list(reference))
+    fp32 = compare({n: reference[n] for n in names}, outputs)
     if fp32.max_abs_diff > FP32_MAX_ABS_DIFF or fp32.argmax_agreement < 1.0:
         raise ExportError(
             f"fp32 ONNX does not match PyTorch: max |logit diff| {fp32.max_abs_diff:.3g} (limit "
             f"{FP32_MAX_ABS_DIFF}), argmax agreement {fp32.argmax_agreement:.4f} (must be 1.0)"
         )
-    return fp32.to_dict()
+    if not info.ood:
+        return fp32.to_dict()
+    ood = compare_ood(reference[OOD_OUTPUT], outputs[OOD_OUTPUT], float(info.ood["threshold"]))
+    if ood.max_diff_over_threshold > OOD_FP32_MAX_DIFF or ood.flag_agreement < 1.0:
+        raise ExportError(
+            f"fp32 ONNX OOD score does not match PyTorch: max |diff| {ood.max_diff_over_threshold:.3g} of the "
+            f"threshold (limit {OOD_FP32_MAX_DIFF}), flag agreement {ood.flag_agreement:.4f} (must be 1.0)"
+        )
+    return {**fp32.to_dict(), "ood": ood.to_dict()}
 
 
 def verify_reduced(model_path: Path, precision: Precision, info: CheckpointInfo, reference: dict[str, np.ndarray],
@@ -180,8 +206,15 @@ def verify_reduced(model_path: Path, precision: Precision, info: CheckpointInfo,
     """Parity of a reduced-precision model and, on labelled rows, the competition score it costs (refused
     above ``max_score_drop_points`` unless forced)."""
     names = list(info.attribute_names)
-    logits = run_onnx(onnx_session(model_path), batch, names)
-    verification: dict[str, Any] = {precision: compare(reference, logits).to_dict()}
+    logits = run_onnx(onnx_session(model_path), batch, list(reference))
+    verification: dict[str, Any] = {precision: compare({n: reference[n] for n in names}, logits).to_dict()}
+    if info.ood:
+        ood = compare_ood(reference[OOD_OUTPUT], logits[OOD_OUTPUT], float(info.ood["threshold"]))
+        verification[precision]["ood"] = ood.to_dict()
+        if 1 - ood.flag_agreement > OOD_MAX_FLAG_DISAGREEMENT and not force:
+            raise ExportError(f"{precision} changes the OOD flag of {1 - ood.flag_agreement:.1%} of {len(batch)} "
+                              f"validation images (limit {OOD_MAX_FLAG_DISAGREEMENT:.0%}); pass --force to export "
+                              "anyway")
     if not rows:
         return verification
     decoder = info.decoder()
@@ -227,4 +260,5 @@ def build_manifest(loaded: LoadedPredictor, category: Category, version_number: 
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         library_versions=library_versions(),
         members=members,
+        ood={key: value for key, value in info.ood.items() if key in OodSpec.model_fields} if info.ood else None,
     ))

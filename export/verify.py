@@ -78,3 +78,28 @@ def competition_score(decoder: Decoder, logits: Mapping[str, np.ndarray], rows: 
         for row, prediction in zip(rows, decoded, strict=True)
     }
     return score(list(rows), predictions).score
+
+
+OOD_FP32_MAX_DIFF = 1e-3
+"""fp32 ONNX vs PyTorch: the largest OOD score difference allowed, as a share of the threshold."""
+OOD_MAX_FLAG_DISAGREEMENT = 0.05
+"""A reduced precision is refused (unless forced) when its flags differ from PyTorch's on more images."""
+
+
+@dataclass(frozen=True)
+class OodParity:
+    images: int
+    max_diff_over_threshold: float
+    flag_agreement: float
+    flagged_reference: float
+    flagged_candidate: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def compare_ood(reference: np.ndarray, candidate: np.ndarray, threshold: float) -> OodParity:
+    """How far an exported model's OOD scores are from PyTorch's, on the decision's scale."""
+    flags, candidate_flags = reference > threshold, candidate > threshold
+    return OodParity(len(reference), float(np.abs(reference - candidate).max() / abs(threshold)),
+                     float((flags == candidate_flags).mean()), float(flags.mean()), float(candidate_flags.mean()))

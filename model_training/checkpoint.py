@@ -58,6 +58,9 @@ class CheckpointInfo:
     train_config: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     format_version: int = FORMAT_VERSION
+    ood: dict[str, Any] | None = None
+    """The out-of-distribution detector (``model_training.ood.FittedOod.describe``; its statistics are in
+    ``ood.safetensors``), or None for a checkpoint without one (trained before detectors existed)."""
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
@@ -96,6 +99,7 @@ class CheckpointInfo:
             "git_commit": self.git_commit,
             "train_config": self.train_config,
             "created_at": self.created_at,
+            **({"ood": self.ood} if self.ood is not None else {}),
         }
 
     @classmethod
@@ -118,6 +122,7 @@ class CheckpointInfo:
             train_config=dict(data.get("train_config") or {}),
             created_at=str(data.get("created_at") or ""),
             format_version=int(version),
+            ood=dict(data["ood"]) if data.get("ood") else None,
         )
 
 

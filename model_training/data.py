@@ -17,8 +17,18 @@ from torch.utils.data import Dataset
 
 from catalog.dataset import LabelRow
 from catalog.preprocessing import PreprocessSpec, normalize, preprocess, reduce_on_decode, resize, to_rgb
+from catalog.taxonomy import Category
 from model_training.augment import Augment
+from model_training.config import TrainConfig
 from model_training.losses import MISSING
+
+
+def category_rows(rows: Sequence[LabelRow], category: Category, cfg: TrainConfig) -> list[LabelRow]:
+    """The category's rows, at most ``cfg.max_rows`` of them (a seeded sample)."""
+    selected = [r for r in rows if r.category == category.name]
+    if cfg.max_rows and len(selected) > cfg.max_rows:
+        selected = random.Random(cfg.seed).sample(selected, cfg.max_rows)
+    return selected
 
 
 def encode_targets(rows: Sequence[LabelRow], value_orders: Mapping[str, Sequence[str]]) -> np.ndarray:

@@ -39,7 +39,11 @@ from model_training.checkpoint import (
     load_checkpoint,
     read_info,
 )
+from model_training.ood import Scored, load_ood
 
+ENSEMBLE_OOD_NOTE = ("an ensemble has no out-of-distribution score: its members' scores are on different scales "
+                     "and no threshold was set on held-out images for their combination; export a single checkpoint "
+                     "to serve one")
 Combine = Literal["log_probs", "logits"]
 DEFAULT_COMBINE: Combine = "log_probs"
 TORCH_MODES = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}
@@ -71,6 +75,9 @@ class LoadedPredictor:
     info: CheckpointInfo
     members: tuple[MemberRecord, ...] = ()
     tta: str | None = None
+    ood_note: str | None = None
+    """Why the model has no OOD score although its checkpoints have detectors (an ensemble), else None.
+    With ``info.ood`` set, ``model`` also returns ``catalog.manifest.OOD_OUTPUT``."""
 
 
 class Member(nn.Module):
@@ -186,8 +193,14 @@ def load_predictor(paths: Sequence[str | Path], *, tta_flip: bool = False, combi
     tta = "flip" if tta_flip else None
     if len(loaded) == 1:
         single, info = loaded[0]
+        try:
+            detector = load_ood(paths[0], info.ood)
+        except (FileNotFoundError, ValueError) as error:
+            raise CheckpointError(f"{paths[0]}: {error}") from None
         model: nn.Module = single
-        if tta_flip:
+        if detector is not None:
+            model = Scored(single, detector, tta_flip=tta_flip).eval()
+        elif tta_flip:
             model = Member(single, info.preprocessing, info.preprocessing, tta_flip=True).eval()
         return LoadedPredictor(model, info, (), tta)
     infos = [info for _, info in loaded]
@@ -202,8 +215,9 @@ def load_predictor(paths: Sequence[str | Path], *, tta_flip: bool = False, combi
                    metrics={"members": {r.name: i.metrics.get("val_score") for r, i in zip(records, infos,
                                                                                             strict=True)},
                             "combine": combine},
-                   train_config={})
-    return LoadedPredictor(ensemble, info, records, tta)
+                   train_config={}, ood=None)
+    note = ENSEMBLE_OOD_NOTE if any(i.ood for i in infos) else None
+    return LoadedPredictor(ensemble, info, records, tta, note)
 
 
 def check_members(paths: Sequence[str | Path], infos: Sequence[CheckpointInfo]) -> None:

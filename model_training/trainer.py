@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,12 +33,13 @@ from model_training.augment import Augment
 from model_training.backbone import Backbone, build_backbone
 from model_training.checkpoint import INFO_NAME, load_state_strict, make_info, read_info, save_checkpoint
 from model_training.config import TrainConfig
-from model_training.data import ImageDataset, complete_rows, encode_targets, stratified_split
+from model_training.data import ImageDataset, category_rows, complete_rows, encode_targets, stratified_split
 from model_training.decoding_tuning import HeadLogits, TunedDecoding, tune_decoding
 from model_training.end_to_end import WithFeatures, endless, train_one_epoch, warmup_cosine
 from model_training.head_finetune import all_head_logits, extract_features, finetune_heads
 from model_training.losses import MaskedMultiTaskLoss, class_counts
 from model_training.model import CategoryModel, value_orders_for
+from model_training.ood import FittedOod, fit_category_ood, save_ood
 from model_training.optim import (
     backbone_lr,
     backbone_param_groups,
@@ -119,13 +119,6 @@ class Training:
         return self.ema.module if self.ema is not None else self.model
 
 
-def category_rows(rows: Sequence[LabelRow], category: Category, cfg: TrainConfig) -> list[LabelRow]:
-    selected = [r for r in rows if r.category == category.name]
-    if cfg.max_rows and len(selected) > cfg.max_rows:
-        selected = random.Random(cfg.seed).sample(selected, cfg.max_rows)
-    return selected
-
-
 def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows: Sequence[LabelRow],
                    run_dir: Path, target_rows: Sequence[LabelRow] = ()) -> dict[str, Any]:
     """Train, tune and save one category's checkpoint in ``run_dir``; returns its validation metrics."""
@@ -150,9 +143,11 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
     metrics: dict[str, Any] = {}
     if runtime.is_main:
         load_best_t1(run, training.model)
-        heads = finetune_on_features(run, training, feature_set(run, rows, split, loaders.t1_set), loaders.val)
+        train_set = feature_set(run, rows, split, loaders.t1_set)
+        heads = finetune_on_features(run, training, train_set, loaders.val)
         decoding = tune_decoding(cfg, runtime, category, heads, split.targets[split.train], counts)
-        metrics = write_checkpoint(run, training.model, split, heads, decoding)
+        ood = fit_category_ood(cfg, training.model, train_set, loaders.val, runtime.device, run.log)
+        metrics = write_checkpoint(run, training.model, split, heads, decoding, ood)
     # The other ranks wait for rank 0 here instead of entering the next category's collectives, where
     # rank 0's T2 could outlast the training group's timeout.
     wait_for_main(runtime)
@@ -337,8 +332,9 @@ def finetune_on_features(run: CategoryRun, training: Training, train_set: ImageD
 
 
 def write_checkpoint(run: CategoryRun, model: CategoryModel, split: Split, heads: HeadLogits,
-                     decoding: TunedDecoding) -> dict[str, Any]:
-    """The checkpoint, its metrics and curves; T1's resume state and best weights are then removed."""
+                     decoding: TunedDecoding, ood: FittedOod | None) -> dict[str, Any]:
+    """The checkpoint (with its OOD detector), its metrics and curves; T1's resume state and best weights
+    are then removed."""
     cfg, category = run.cfg, run.category
     final = Decoder(category, decoding.calibration, tuple(decoding.rules))
     metrics = {
@@ -355,7 +351,8 @@ def write_checkpoint(run: CategoryRun, model: CategoryModel, split: Split, heads
     }
     model.freeze_backbone(False)
     info = make_info(model, category, run.spec, cfg.backbone, calibration=decoding.calibration,
-                     rules=decoding.rules, metrics=metrics, train_config=cfg.to_dict())
+                     rules=decoding.rules, metrics=metrics, train_config=cfg.to_dict(),
+                     ood=save_ood(run.run_dir, ood) if ood is not None else None)
     save_checkpoint(run.run_dir, model, info)
     plot_curves(read_metrics(run.run_dir), run.run_dir / PLOT_NAME, title=f"{category.name} ({cfg.backbone})")
     (run.run_dir / STATE_NAME).unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from service.schemas import AttributeResult, Conflict
+from service.schemas import AttributeResult, Conflict, OutOfDistribution
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -67,6 +67,12 @@ class ServiceMetrics:
         self.conflicts_total = Counter(
             "catalog_conflicts_total", "Declared values the image contradicts.", ["model", "attribute"],
             registry=r)
+        self.ood_scored_total = Counter(
+            "catalog_ood_scored_total", "Answered images scored by the model's out-of-distribution detector.",
+            ["model"], registry=r)
+        self.ood_flagged_total = Counter(
+            "catalog_ood_flagged_total", "Answered images flagged as unlike the model's training images.",
+            ["model"], registry=r)
         self.model_info = Gauge(
             "catalog_model_info", "Loaded model (value 1), with its version, precision and execution provider.",
             ["model", "version", "precision", "provider"], registry=r)
@@ -80,8 +86,13 @@ class ServiceMetrics:
         self.queue_wait_seconds.labels(model).observe(queue_wait_s)
 
     def count_answer(self, model: str, attributes: Mapping[str, AttributeResult],
-                     conflicts: Sequence[Conflict] = ()) -> None:
-        """One image's predicted values (for drift), abstentions and conflicts, whatever route it came by."""
+                     conflicts: Sequence[Conflict] = (), ood: OutOfDistribution | None = None) -> None:
+        """One image's predicted values (for drift), abstentions, conflicts and OOD flag, whatever route it
+        came by."""
+        if ood is not None:
+            self.ood_scored_total.labels(model).inc()
+            if ood.flagged:
+                self.ood_flagged_total.labels(model).inc()
         for name, result in attributes.items():
             self.predictions_total.labels(model, name, result.decoded_value).inc()
             if result.abstained:

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from catalog.decoding import Row, predict_rows
+from catalog.decoding import predict_rows
 from catalog.manifest import Manifest, ManifestError, list_versions, load_manifest, resolve_version
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
 from service.batching import Batcher, BatcherConfig, BatcherHooks
 from service.errors import InferenceError, ModelLoadError
 from service.metrics import ServiceMetrics
-from service.predictor import Inference, ModelInfo, find_info, not_ready
+from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
 from service.settings import Settings
 
 log = logging.getLogger("service.onnx_predictor")
@@ -42,9 +42,18 @@ def session_options(threads: int) -> ort.SessionOptions:
 def session_logits(session: ort.InferenceSession, manifest: Manifest, batch: np.ndarray) -> dict[str, np.ndarray]:
     """One model call on a stacked ``(N, 3, H, W)`` batch: the logits of every attribute, by attribute name
     (what :func:`catalog.decoding.predict_rows` decodes). Shared by the service and the backfill."""
-    outputs = session.run(manifest.output_names, {manifest.input.name: batch})
-    return {spec.name: np.asarray(out, dtype=np.float32)
-            for spec, out in zip(manifest.attributes, outputs, strict=True)}
+    return session_outputs(session, manifest, batch)[0]
+
+
+def session_outputs(session: ort.InferenceSession, manifest: Manifest,
+                    batch: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The logits of every attribute and, when the model has a detector, each image's OOD score (the same
+    call: one more output of the graph)."""
+    names = [*manifest.output_names, manifest.ood.output] if manifest.ood else manifest.output_names
+    outputs = session.run(names, {manifest.input.name: batch})
+    logits = {spec.name: np.asarray(out, dtype=np.float32) for spec, out in zip(manifest.attributes, outputs,
+                                                                                 strict=False)}
+    return logits, np.asarray(outputs[-1], dtype=np.float32) if manifest.ood else None
 
 
 def discover(repository: Path) -> list[str]:
@@ -75,13 +84,13 @@ class OnnxModel:
         self._session = session
         self._decoder = manifest.decoder()
         self._top_k = top_k
-        self.batcher: Batcher[np.ndarray, Row] = Batcher(self.run_batch, batching, name=info.name, hooks=hooks,
+        self.batcher: Batcher[np.ndarray, Answer] = Batcher(self.run_batch, batching, name=info.name, hooks=hooks,
                                                          prepare_executor=preprocess_pool)
 
-    def run_batch(self, pixels: list[np.ndarray]) -> list[Row]:
+    def run_batch(self, pixels: list[np.ndarray]) -> list[Answer]:
         """Model call plus decoding, in the batcher's worker thread (both release the event loop)."""
         try:
-            logits = session_logits(self._session, self._manifest, np.stack(pixels))
+            logits, ood = session_outputs(self._session, self._manifest, np.stack(pixels))
         except Exception as error:
             # Logged with its details; the client learns only that its batch failed.
             log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
@@ -89,12 +98,16 @@ class OnnxModel:
                 f"inference failed for the batch of {len(pixels)} image(s) this request was in; "
                 "other requests are unaffected, retry may succeed"
             ) from error
-        return predict_rows(self._decoder, logits, top_k=self._top_k)
+        rows = predict_rows(self._decoder, logits, top_k=self._top_k)
+        if ood is None:
+            return [Answer(row) for row in rows]
+        return [Answer(row, float(score)) for row, score in zip(rows, ood, strict=True)]
 
     async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
                     cheap: bool = False) -> Inference:
         done = await self.batcher.submit(preprocess, timeout_s=timeout_s, may_run_alone=cheap)
-        return Inference(done.value, done.prepare_s, done.queue_wait_s, done.run_s, done.batch_size)
+        return Inference(done.value.row, done.prepare_s, done.queue_wait_s, done.run_s, done.batch_size,
+                         done.value.ood_score)
 
 
 class OnnxPredictor:
@@ -158,6 +171,7 @@ class OnnxPredictor:
             name=slug, category=manifest.taxonomy_category(), version=manifest.version,
             spec=manifest.preprocess_spec(), precision=manifest.precision, provider=session.get_providers()[0],
             versions=tuple(list_versions(settings.repository, slug)),
+            ood_threshold=manifest.ood.threshold if manifest.ood else None,
         )
         model = OnnxModel(info, manifest, session, settings.top_k, batcher_config(settings, manifest, info.provider),
                           self._hooks(slug), self._preprocess_pool)
@@ -167,6 +181,9 @@ class OnnxPredictor:
             except InferenceError as error:
                 raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
         self._metrics.model_info.labels(slug, str(manifest.version), manifest.precision, info.provider).set(1)
+        if manifest.ood is not None:  # a flagged share of 0 from the start, not "no data"
+            self._metrics.ood_scored_total.labels(slug)
+            self._metrics.ood_flagged_total.labels(slug)
         log.info("loaded %s v%d from %s (%s, %s)", slug, manifest.version, folder, manifest.precision, info.provider)
         return model
 
@@ -222,6 +239,7 @@ def check_session(folder: Path, manifest: Manifest, session: ort.InferenceSessio
     if manifest.input.name not in inputs:
         raise ManifestError(f"{folder}: model has inputs {inputs}, manifest says {manifest.input.name!r}")
     outputs = {o.name for o in session.get_outputs()}
-    missing = [name for name in manifest.output_names if name not in outputs]
+    expected = [*manifest.output_names, manifest.ood.output] if manifest.ood else manifest.output_names
+    missing = [name for name in expected if name not in outputs]
     if missing:
         raise ManifestError(f"{folder}: model lacks outputs {missing}; it has {sorted(outputs)}")

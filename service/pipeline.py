@@ -4,6 +4,8 @@ and the v2 infer route, and independent of HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -12,10 +14,10 @@ from catalog.taxonomy import Category
 from service import images
 from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
-from service.postprocess import build_response, parse_declared
+from service.postprocess import build_response, out_of_distribution, parse_declared
 from service.predictor import Inference, Predictor, ReadyModel
 from service.preprocess_memory import PreprocessMemory
-from service.schemas import PredictResponse, Timings
+from service.schemas import CategoryCheck, OutOfDistribution, PredictResponse, Timings
 from service.settings import Settings
 from service.tracing import Tracing
 
@@ -49,6 +51,12 @@ class ServiceState:
     def threshold(self, requested: float | None) -> float:
         return self.settings.threshold if requested is None else requested
 
+    def ood_action(self, requested: str | None) -> str:
+        return self.settings.ood_action if requested is None else requested
+
+
+log = logging.getLogger("service.pipeline")
+
 
 async def infer_upload(state: ServiceState, model: ReadyModel, data: bytes, started: float) -> Inference:
     """Admit (or refuse with 503 at once), preprocess, then wait for the image's batch. The deadline
@@ -62,7 +70,7 @@ async def infer_upload(state: ServiceState, model: ReadyModel, data: bytes, star
 
 
 async def predict_image(state: ServiceState, category: str, data: bytes, *, threshold: float | None = None,
-                        declared: str | None = None) -> PredictResponse:
+                        declared: str | None = None, ood_action: str | None = None) -> PredictResponse:
     """The whole ``/predict`` flow for one image; raises service errors mapped to HTTP by the app. The
     route checks ``lifecycle.check_accepting()`` first: once admitted, a request runs even if a drain
     starts."""
@@ -70,11 +78,41 @@ async def predict_image(state: ServiceState, category: str, data: bytes, *, thre
     model = state.predictor.ready_model(category)
     stated = parse_declared(declared, model.info.category)  # cheap checks before any preprocessing
     inference = await infer_upload(state, model, data, started)
-    return respond(state, model, inference, started, state.threshold(threshold), stated)
+    ood = out_of_distribution(inference.ood_score, model.info.ood_threshold)
+    check = await category_check(state, model, ood, data, started)
+    return respond(state, model, inference, started, state.threshold(threshold), stated,
+                   state.ood_action(ood_action), ood, check)
+
+
+async def category_check(state: ServiceState, asked: ReadyModel, ood: OutOfDistribution | None, data: bytes,
+                         started: float) -> CategoryCheck | None:
+    """When the image is flagged (or ``category_check=always``), its score under every other loaded model
+    with a detector, each divided by that model's threshold: at most one call per loaded model. A model that
+    cannot answer (not ready, queue full) is left out of ``scores``, and the check never fails the request."""
+    mode = state.settings.category_check
+    if ood is None or mode == "off" or (mode == "flagged" and not ood.flagged) or ood.threshold <= 0:
+        return None
+    others = [m for m in state.predictor.models() if m.ready and m.name != asked.info.name
+              and m.ood_threshold is not None and m.ood_threshold > 0]
+
+    async def score(name: str) -> Inference:
+        return await infer_upload(state, state.predictor.ready_model(name), data, started)
+
+    results = await asyncio.gather(*(score(m.name) for m in others), return_exceptions=True)
+    scores = {asked.info.name: ood.score / ood.threshold}
+    for info, result in zip(others, results, strict=True):
+        if isinstance(result, Inference) and result.ood_score is not None and info.ood_threshold:
+            scores[info.name] = result.ood_score / info.ood_threshold
+        elif isinstance(result, BaseException):
+            log.warning("category check: %s could not score the image: %s", info.name, result)
+    best = min(scores, key=lambda name: scores[name])
+    return CategoryCheck(asked=asked.info.name, best_fit=best if scores[best] <= 1 else None,
+                         scores={name: round(value, 4) for name, value in scores.items()})
 
 
 def respond(state: ServiceState, model: ReadyModel, inference: Inference, started: float, threshold: float,
-            declared: dict[str, str]) -> PredictResponse:
+            declared: dict[str, str], ood_action: str = "abstain", ood: OutOfDistribution | None = None,
+            check: CategoryCheck | None = None) -> PredictResponse:
     info = model.info
     timings = Timings(
         preprocess_ms=inference.preprocess_s * 1e3, queue_ms=inference.queue_wait_s * 1e3,
@@ -84,6 +122,7 @@ def respond(state: ServiceState, model: ReadyModel, inference: Inference, starte
     category: Category = info.category
     response = build_response(model=info.name, version=info.version, category=category, row=inference.row,
                               threshold=threshold, declared=declared,
-                              conflict_threshold=state.settings.conflict_threshold, timings=timings)
-    state.metrics.count_answer(info.name, response.attributes, response.conflicts)
+                              conflict_threshold=state.settings.conflict_threshold, timings=timings,
+                              ood=ood, ood_action=ood_action, category_check=check)
+    state.metrics.count_answer(info.name, response.attributes, response.conflicts, ood)
     return response

@@ -13,8 +13,20 @@ from catalog.dataset import UNUSED_SLOT
 from catalog.decoding import Row
 from catalog.taxonomy import ATTRIBUTE_COLUMNS, Category, TaxonomyError
 from service.errors import InvalidDeclaredError, InvalidRequestError
-from service.schemas import Alternative, AttributeResult, Conflict, PredictResponse, Timings
+from service.schemas import (
+    Alternative,
+    AttributeResult,
+    CategoryCheck,
+    Conflict,
+    OutOfDistribution,
+    PredictResponse,
+    Timings,
+)
 
+OOD_ACTIONS = ("abstain", "keep")
+OOD_ACTION_SCHEMA: dict[str, Any] = {"type": "string", "enum": list(OOD_ACTIONS), "description": (
+    "for an image unlike the model's training images: abstain on every attribute, or keep the predictions "
+    "(default: the server's)")}
 THRESHOLD_SCHEMA: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1,
                                     "description": "abstain below this confidence, 0 to 1 (default: the server's)"}
 
@@ -33,6 +45,16 @@ def parse_threshold(value: object) -> float | None:
     if not 0.0 <= number <= 1.0:  # also refuses nan
         raise InvalidRequestError(f"threshold must be a number from 0 to 1; got {value!r}")
     return number
+
+
+def parse_ood_action(value: object) -> str | None:
+    """A request's ``ood`` field: what to do with a flagged image, ``abstain`` or ``keep`` (None: the server's
+    default)."""
+    if value is None or value == "":
+        return None
+    if value not in OOD_ACTIONS:
+        raise InvalidRequestError(f"ood must be one of {', '.join(OOD_ACTIONS)}; got {value!r}")
+    return str(value)
 
 
 def parse_declared(text: str | None, category: Category) -> dict[str, str]:
@@ -82,11 +104,12 @@ def find_conflicts(category: Category, row: Row, declared: Mapping[str, str], mi
     return conflicts
 
 
-def attribute_results(row: Row, threshold: float) -> dict[str, AttributeResult]:
-    """Each attribute's answer: the one place abstention is applied."""
+def attribute_results(row: Row, threshold: float, *, abstain_all: bool = False) -> dict[str, AttributeResult]:
+    """Each attribute's answer: the one place abstention is applied (on every attribute with ``abstain_all``,
+    for an image the model's detector flags)."""
     results = {}
     for name, p in row.items():
-        abstained = p.confidence < threshold
+        abstained = abstain_all or p.confidence < threshold
         results[name] = AttributeResult(
             value=None if abstained else p.value, confidence=p.confidence, abstained=abstained,
             decoded_value=p.value, top_k=[Alternative(value=v, confidence=c) for v, c in p.top_k],
@@ -101,11 +124,26 @@ def challenge_row(category: Category, row: Row) -> dict[str, str]:
     return {column: values.get(column, UNUSED_SLOT) for column in ATTRIBUTE_COLUMNS}
 
 
+def out_of_distribution(score: float | None, threshold: float | None) -> OutOfDistribution | None:
+    """The image's OOD verdict, or None when the model has no detector."""
+    if score is None or threshold is None:
+        return None
+    return OutOfDistribution(score=round(score, 6), threshold=threshold, flagged=score > threshold)
+
+
+def withheld(ood: OutOfDistribution | None, ood_action: str) -> bool:
+    """Whether a flagged image's predictions are withheld (every attribute abstains, no conflicts)."""
+    return ood is not None and ood.flagged and ood_action == "abstain"
+
+
 def build_response(*, model: str, version: int, category: Category, row: Row, threshold: float,
-                   declared: Mapping[str, str], conflict_threshold: float, timings: Timings) -> PredictResponse:
+                   declared: Mapping[str, str], conflict_threshold: float, timings: Timings,
+                   ood: OutOfDistribution | None = None, ood_action: str = "abstain",
+                   category_check: CategoryCheck | None = None) -> PredictResponse:
+    hold = withheld(ood, ood_action)
     return PredictResponse(
         model=model, model_version=version, category=category.name, threshold=threshold,
-        attributes=attribute_results(row, threshold),
-        conflicts=find_conflicts(category, row, declared, conflict_threshold),
-        row=challenge_row(category, row), timings=timings,
+        attributes=attribute_results(row, threshold, abstain_all=hold),
+        conflicts=[] if hold else find_conflicts(category, row, declared, conflict_threshold),
+        row=challenge_row(category, row), timings=timings, out_of_distribution=ood, category_check=category_check,
     )

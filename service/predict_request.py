@@ -17,11 +17,11 @@ from starlette.requests import Request
 
 from service.errors import InvalidRequestError, UnsupportedMediaError
 from service.middleware import MAX_FIELD_BYTES
-from service.postprocess import THRESHOLD_SCHEMA, parse_threshold
+from service.postprocess import OOD_ACTION_SCHEMA, THRESHOLD_SCHEMA, parse_ood_action, parse_threshold
 
 BARE_TYPES = ("image/", "application/octet-stream")
 """Content types of a bare upload: the body is the image itself and the fields are query parameters."""
-FIELDS = ("category", "declared", "threshold")
+FIELDS = ("category", "declared", "threshold", "ood")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class PredictRequest:
     category: str
     declared: str | None
     threshold: float | None
+    ood_action: str | None = None
 
 
 def single(name: str, values: list[Any], source: str) -> Any:
@@ -79,7 +80,7 @@ async def read_predict_request(request: Request) -> PredictRequest:
     if not category:
         raise InvalidRequestError("category is required: a form field, or the 'category' query parameter")
     return PredictRequest(data=data, category=category, declared=merged["declared"],
-                          threshold=parse_threshold(merged["threshold"]))
+                          threshold=parse_threshold(merged["threshold"]), ood_action=parse_ood_action(merged["ood"]))
 
 
 _TEXT = {"type": "string"}
@@ -93,6 +94,7 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "category": {**_TEXT, "description": "category slug or display name, e.g. men_tshirts"},
     "declared": {**_TEXT, "description": 'what the supplier typed, JSON: {"sleeve_length": "long sleeves"}'},
     "threshold": THRESHOLD_SCHEMA,
+    "ood": OOD_ACTION_SCHEMA,
 }
 OPENAPI: dict[str, Any] = {
     "parameters": [

@@ -29,6 +29,17 @@ class ModelInfo:
     ready: bool = True
     error: str | None = None
     versions: tuple[int, ...] = ()
+    ood_threshold: float | None = None
+    """Out-of-distribution score above which an image is unlike the training images; None: the model has no
+    detector (manifests exported before detectors, ensembles)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One image's decoded attributes and its out-of-distribution score (None without a detector)."""
+
+    row: Row
+    ood_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Inference:
     queue_wait_s: float
     compute_s: float
     batch_size: int
+    ood_score: float | None = None
 
 
 class ReadyModel(Protocol):

@@ -38,6 +38,24 @@ class Timings(BaseModel):
     batch_size: int
 
 
+class OutOfDistribution(BaseModel):
+    """How unlike the model's training images this image is."""
+
+    score: float = Field(description="the model's out-of-distribution score (higher: less familiar)")
+    threshold: float = Field(description="scores above it are flagged (set for a stated false-alarm rate)")
+    flagged: bool
+
+
+class CategoryCheck(BaseModel):
+    """The image scored by every loaded category's model, for an upload filed under the wrong category."""
+
+    asked: str
+    best_fit: str | None = Field(description="the category whose model finds the image least unfamiliar, when "
+                                 "that model does not flag it; null when every model flags it")
+    scores: dict[str, float] = Field(description="per category, its score divided by its threshold (above 1: "
+                                     "flagged)")
+
+
 class PredictResponse(BaseModel):
     model: str
     model_version: int
@@ -47,6 +65,10 @@ class PredictResponse(BaseModel):
     conflicts: list[Conflict]
     row: dict[str, str] = Field(description="challenge-style attr_1..attr_10 (unused slots: 'dummy')")
     timings: Timings
+    out_of_distribution: OutOfDistribution | None = Field(
+        default=None, description="null when the model has no detector (exported without one)")
+    category_check: CategoryCheck | None = Field(
+        default=None, description="when the image is flagged (or the server checks every image)")
 
 
 class ErrorBody(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,6 +17,8 @@ ENV_PREFIX = "CATALOG_SERVICE_"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models" / "demo"
 RENAMED = {"DECODE_ALONE_WHEN_IDLE": "PREPROCESS_ALONE_WHEN_IDLE"}
 """Environment variables whose setting was renamed: refused with the new name rather than ignored."""
+OodAction = Literal["abstain", "keep"]
+CategoryCheckMode = Literal["flagged", "always", "off"]
 KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -116,6 +118,13 @@ class Settings(BaseSettings):
     """Confidence the image needs before a declared value that disagrees with it is flagged."""
     top_k: int = Field(default=3, ge=1, le=50)
     """Alternatives returned per attribute."""
+    ood_action: OodAction = "abstain"
+    """Default for an image the model's detector flags as unlike its training images: ``abstain`` on every
+    attribute (the decoded values stay in ``row`` and ``top_k``; no conflicts) or ``keep`` the predictions;
+    requests may override it (field ``ood``)."""
+    category_check: CategoryCheckMode = "flagged"
+    """Score the image with every loaded category's model: ``flagged`` images only, ``always`` (every image:
+    up to one model call per loaded model per image), or ``off``."""
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Browser origins allowed to call the API cross-site (comma-separated, e.g.

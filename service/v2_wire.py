@@ -134,6 +134,8 @@ def encode_infer_response(response: InferenceResponse, binary: frozenset[str]) -
 def _tensor_bytes(datatype: str, data: list[Any]) -> bytes:
     if datatype == "FP32":
         return np.asarray(data, dtype="<f4").tobytes()
+    if datatype == "BOOL":
+        return np.asarray(data, dtype=np.bool_).tobytes()
     if datatype == "BYTES":
         return b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in data))
     raise ValueError(f"no binary encoding for {datatype}")

@@ -140,7 +140,7 @@ def self_labelled(checkpoint, validation_data, tmp_path_factory):
 
 def variant_as(monkeypatch, edit=None):
     """The reduced-precision step writes the fp32 model unchanged, then applies ``edit`` to it."""
-    def convert(fp32_path, target_path, precision):
+    def convert(fp32_path, target_path, precision, **_):
         real_convert(fp32_path, target_path, "fp32")
         if edit is not None:
             edit(target_path)

@@ -145,6 +145,7 @@ def test_dashboard_has_the_panels_an_operator_needs(dashboard):
     assert 'status=~"4..|5.."' in str(panel(r"errors")["targets"])
     assert "catalog_abstentions_total" in str(panel(r"abstention rate")["targets"])
     assert "catalog_conflicts_total" in str(panel(r"conflict rate")["targets"])
+    assert "catalog_ood_flagged_total" in str(panel(r"out-of-distribution")["targets"])
     drift = panel(r"drift")
     assert drift["repeat"] == "attribute" and "sum by (value)" in drift["targets"][0]["expr"]
     assert {v["name"] for v in dashboard["templating"]["list"]} == {"model", "attribute"}

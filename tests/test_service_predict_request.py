@@ -100,6 +100,6 @@ async def test_openapi_documents_both_bodies_and_the_query_fields(tmp_path):
     content = operation["requestBody"]["content"]
     assert {"multipart/form-data", "image/jpeg", "application/octet-stream"} <= set(content)
     assert content["multipart/form-data"]["schema"]["required"] == ["image", "category"]
-    assert {p["name"] for p in operation["parameters"]} == {"category", "declared", "threshold", "X-API-Key"}
+    assert {p["name"] for p in operation["parameters"]} == {"category", "declared", "threshold", "ood", "X-API-Key"}
     assert operation["requestBody"] == OPENAPI["requestBody"]
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("PredictResponse")

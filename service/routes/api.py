@@ -18,7 +18,7 @@ from service.errors import (
     to_http,
 )
 from service.pipeline import ServiceState, predict_image
-from service.postprocess import THRESHOLD_SCHEMA, parse_threshold
+from service.postprocess import OOD_ACTION_SCHEMA, THRESHOLD_SCHEMA, parse_ood_action, parse_threshold
 from service.predict_request import API_KEY_HEADER, OPENAPI, read_predict_request, single
 from service.schemas import BatchItem, BatchResponse, ErrorBody, ModelList, ModelSummary, PredictResponse
 
@@ -41,7 +41,7 @@ async def predict(request: Request) -> Response:
     state.lifecycle.check_accepting()
     parsed = await read_predict_request(request)
     result = await predict_image(state, parsed.category, parsed.data, threshold=parsed.threshold,
-                                 declared=parsed.declared)
+                                 declared=parsed.declared, ood_action=parsed.ood_action)
     # Serialised once here; FastAPI would validate the finished model again on the way out.
     return Response(result.model_dump_json(), media_type="application/json")
 
@@ -55,6 +55,7 @@ async def batch(
     ids: Annotated[list[str] | None, Form(description="optional client ids, one per image")] = None,
     declared: Annotated[list[str] | None, Form(description="optional declared JSON, one per image")] = None,
     threshold: Threshold = None,
+    ood: Annotated[str | None, WithJsonSchema(OOD_ACTION_SCHEMA), Form()] = None,
 ) -> BatchResponse:
     n = len(images)
     if n > state.settings.max_batch_items:
@@ -68,6 +69,7 @@ async def batch(
     # parsed form (cached) shows them all.
     repeated = (await request.form()).getlist("threshold")
     requested_threshold = parse_threshold(single("threshold", repeated, "form field") if repeated else threshold)
+    ood_action = parse_ood_action(ood)
 
     async def one(index: int) -> BatchItem:
         client_id = ids[index] if ids else None
@@ -75,7 +77,7 @@ async def batch(
             data = await images[index].read()
             result = await predict_image(
                 state, categories[index if len(categories) > 1 else 0], data, threshold=requested_threshold,
-                declared=declared[index] if declared else None,
+                declared=declared[index] if declared else None, ood_action=ood_action,
             )
         except (ServiceError, BatcherError) as error:  # one bad item never fails the others
             http = to_http(error)

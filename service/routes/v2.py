@@ -3,8 +3,10 @@
 Inference takes one ``BYTES`` input, :data:`IMAGE_FILES_INPUT`, whose elements are image files (base64
 strings in JSON, raw files in the binary tensor extension that ``tritonclient`` uses), and answers with
 two outputs per attribute: ``<attribute>`` (``BYTES``, the value, or "" where the model abstains at the
-request's ``parameters.threshold``) and ``<attribute>_confidence`` (``FP32``); parameters are scalars,
-as the protocol says. The files are preprocessed by the service, so this input is not the ONNX graph's
+request's ``parameters.threshold``) and ``<attribute>_confidence`` (``FP32``); a model with an
+out-of-distribution detector adds ``ood_score`` (``FP32``) and ``ood_flagged`` (``BOOL``) per image (a flagged
+image abstains on every attribute unless ``parameters.ood`` is ``keep``); parameters are scalars, as the
+protocol says. The files are preprocessed by the service, so this input is not the ONNX graph's
 (a float pixel tensor, named in the model's manifest).
 """
 
@@ -26,7 +28,13 @@ from service.errors import (
 )
 from service.json_body import max_elements
 from service.pipeline import ServiceState, infer_upload
-from service.postprocess import attribute_results, parse_threshold
+from service.postprocess import (
+    attribute_results,
+    out_of_distribution,
+    parse_ood_action,
+    parse_threshold,
+    withheld,
+)
 from service.predict_request import API_KEY_HEADER
 from service.predictor import ModelInfo, ReadyModel
 from service.schemas import (
@@ -35,6 +43,7 @@ from service.schemas import (
     InferenceResponse,
     Liveness,
     ModelMetadata,
+    OutOfDistribution,
     Readiness,
     RepositoryModel,
     ResponseOutput,
@@ -46,6 +55,8 @@ from service.v2_wire import HEADER_LENGTH, encode_infer_response, parse_infer_bo
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 IMAGE_FILES_INPUT = "image"
 CONFIDENCE_SUFFIX = "_confidence"
+OOD_SCORE_OUTPUT = "ood_score"
+OOD_FLAGGED_OUTPUT = "ood_flagged"
 
 
 def _info(state: ServiceState, name: str) -> ModelInfo:
@@ -90,7 +101,11 @@ async def model_metadata(state: State, name: str) -> ModelMetadata:
         outputs=[tensor for a in info.category.attributes for tensor in (
             TensorMetadata(name=a.name, datatype="BYTES", shape=[-1],
                            parameters={"column": a.column, "values": list(a.values)}),
-            TensorMetadata(name=a.name + CONFIDENCE_SUFFIX, datatype="FP32", shape=[-1]))],
+            TensorMetadata(name=a.name + CONFIDENCE_SUFFIX, datatype="FP32", shape=[-1]))]
+        + ([TensorMetadata(name=OOD_SCORE_OUTPUT, datatype="FP32", shape=[-1],
+                           parameters={"threshold": info.ood_threshold}),
+            TensorMetadata(name=OOD_FLAGGED_OUTPUT, datatype="BOOL", shape=[-1])]
+           if info.ood_threshold is not None else []),
         parameters={"category": info.category.name, "version": info.version, "precision": info.precision,
                     "provider": info.provider, "ready": info.ready},
     )
@@ -152,21 +167,26 @@ async def infer(request: Request, name: str) -> Response:
         raise InvalidRequestError(f"input {tensor.name!r} is unknown; this model takes {IMAGE_FILES_INPUT!r}")
     wanted = requested_outputs(model.info, parsed.request)
     threshold = state.threshold(parse_threshold(parsed.request.parameters.get("threshold")))
+    action = state.ood_action(parse_ood_action(parsed.request.parameters.get("ood")))
     # All images go to the batcher together; one bad image fails this request (the protocol has no
     # per-element errors) but never another request.
     done = await asyncio.gather(*(infer_upload(state, model, data, started) for data in parsed.files))
-    results = [attribute_results(inference.row, threshold) for inference in done]
-    for result in results:
-        state.metrics.count_answer(model.info.name, result)
+    oods = [out_of_distribution(inference.ood_score, model.info.ood_threshold) for inference in done]
+    results = [attribute_results(inference.row, threshold, abstain_all=withheld(ood, action))
+               for inference, ood in zip(done, oods, strict=True)]
+    for result, ood in zip(results, oods, strict=True):
+        state.metrics.count_answer(model.info.name, result, ood=ood)
     response = InferenceResponse(model_name=model.info.name, model_version=str(model.info.version),
-                                 id=parsed.request.id, outputs=[output(name, results) for name in wanted])
+                                 id=parsed.request.id, outputs=[output(name, results, oods) for name in wanted])
     content, headers = encode_infer_response(response, parsed.binary_outputs)
     return Response(content, headers=headers)
 
 
 def output_names(info: ModelInfo) -> list[str]:
-    """Per attribute, its value (BYTES, "" where abstaining) and its confidence (FP32)."""
-    return [name for a in info.category.attributes for name in (a.name, a.name + CONFIDENCE_SUFFIX)]
+    """Per attribute, its value (BYTES, "" where abstaining) and its confidence (FP32); then the OOD score
+    (FP32) and flag (BOOL) when the model has a detector."""
+    names = [name for a in info.category.attributes for name in (a.name, a.name + CONFIDENCE_SUFFIX)]
+    return [*names, OOD_SCORE_OUTPUT, OOD_FLAGGED_OUTPUT] if info.ood_threshold is not None else names
 
 
 def requested_outputs(info: ModelInfo, request: InferenceRequest) -> list[str]:
@@ -178,7 +198,14 @@ def requested_outputs(info: ModelInfo, request: InferenceRequest) -> list[str]:
     return wanted
 
 
-def output(name: str, results: list[dict[str, AttributeResult]]) -> ResponseOutput:
+def output(name: str, results: list[dict[str, AttributeResult]],
+           oods: list[OutOfDistribution | None]) -> ResponseOutput:
+    if name == OOD_SCORE_OUTPUT:
+        return ResponseOutput(name=name, shape=[len(oods)], datatype="FP32",
+                              data=[ood.score if ood else float("nan") for ood in oods])
+    if name == OOD_FLAGGED_OUTPUT:
+        return ResponseOutput(name=name, shape=[len(oods)], datatype="BOOL",
+                              data=[bool(ood and ood.flagged) for ood in oods])
     if name.endswith(CONFIDENCE_SUFFIX):
         attribute = name[:-len(CONFIDENCE_SUFFIX)]
         return ResponseOutput(name=name, shape=[len(results)], datatype="FP32",

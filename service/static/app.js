@@ -123,8 +123,41 @@ function confidenceBar(confidence, low) {
   return el("span", {}, bar, el("span", { class: "pct", text: `${(confidence * 100).toFixed(0)}%` }));
 }
 
+function categoryName(slug) {
+  const model = state.models.find((m) => m.name === slug);
+  return model ? model.category : slug;
+}
+
+// A photo the model's detector finds unlike its training images: say so, and offer the category whose
+// model finds it familiar (the service's category check) as a one-click switch.
+function renderOod(result) {
+  const ood = result.out_of_distribution;
+  const banner = $("ood-banner");
+  if (!ood || !ood.flagged) { banner.hidden = true; banner.replaceChildren(); return; }
+  const withheld = Object.values(result.attributes).every((a) => a.abstained);
+  const parts = [el("strong", { text: "This photo is unlike the photos this model learned from." }),
+    ` Its unfamiliarity score is ${ood.score.toFixed(1)} (flagged above ${ood.threshold.toFixed(1)})` +
+    (withheld ? "; every attribute abstains, and the model's guesses are shown greyed." : ".")];
+  const check = result.category_check;
+  if (check && check.best_fit && check.best_fit !== result.model) {
+    const button = el("button", { type: "button", class: "primary switch", id: "ood-switch",
+                                  text: `Predict it as ${categoryName(check.best_fit)}` });
+    button.addEventListener("click", async () => {
+      $("category").value = check.best_fit;
+      await renderDeclared();
+      $("single-form").requestSubmit();
+    });
+    parts.push(el("p", {}, `It looks more like ${categoryName(check.best_fit)}. `, button));
+  } else if (check) {
+    parts.push(el("p", { text: "No loaded category's model recognises it either: is it a product photo?" }));
+  }
+  banner.replaceChildren(...parts);
+  banner.hidden = false;
+}
+
 function renderResult(result) {
   $("result-model").textContent = `${result.category} · model ${result.model} v${result.model_version}`;
+  renderOod(result);
   const conflicted = new Set(result.conflicts.map((c) => c.attribute));
   $("conflicts").replaceChildren(...result.conflicts.map((c) => el("div", { class: "conflict" },
     el("strong", { text: `${c.attribute.replaceAll("_", " ")}: ` }),

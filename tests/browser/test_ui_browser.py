@@ -45,16 +45,21 @@ def browser():
         launched.close()
 
 
-@pytest.fixture
-def page(browser, server, request):
+def open_page(browser, server: Server, name: str) -> Iterator:
+    """The page loaded from ``server``; a full-page screenshot named after the test when it ends."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready=true]")
     yield page
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
     context.close()
+
+
+@pytest.fixture
+def page(browser, server, request):
+    yield from open_page(browser, server, request.node.name)
 
 
 def upload(page, tmp_path: Path, data: bytes, name: str = "shirt.jpg") -> None:
@@ -185,3 +190,52 @@ def test_the_gallery_offers_only_served_categories_and_a_click_switches_to_its_c
         context.close()
     finally:
         stop(running)
+
+
+# --- unfamiliar photos, against the committed demo repository (its models have OOD detectors) --------------
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory) -> Iterator[Server]:
+    running = start(ROOT / "models" / "demo", tmp_path_factory.mktemp("demo-logs"))
+    yield running
+    stop(running)
+
+
+@pytest.fixture
+def demo_page(browser, demo_server, request):
+    yield from open_page(browser, demo_server, request.node.name)
+
+
+def test_page_says_the_demo_models_learned_from_synthetic_drawings(demo_page):
+    assert "trained on synthetic drawings" in demo_page.locator("#demo-note").inner_text()
+
+
+def test_a_real_photograph_gets_the_unfamiliar_banner_and_every_attribute_abstains(demo_page, tmp_path):
+    import sklearn
+
+    china = Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"
+    demo_page.select_option("#category", "kurtis")
+    upload(demo_page, tmp_path, china.read_bytes(), "china.jpg")
+    demo_page.click("#predict")
+    demo_page.wait_for_selector("#result:not([hidden])")
+    banner = demo_page.locator("#ood-banner")
+    assert banner.is_visible()
+    assert "unlike the photos this model learned from" in banner.inner_text()
+    assert "No loaded category's model recognises it" in banner.inner_text()
+    assert demo_page.locator("#attributes .badge", has_text="abstained").count() == \
+        demo_page.locator("#attributes tr").count()
+
+
+def test_the_best_fitting_category_is_a_one_click_switch(demo_page, tmp_path):
+    # A synthetic Women Tshirts sample filed under Sarees: the Sarees model flags it, another model does not.
+    demo_page.select_option("#category", "sarees")
+    upload(demo_page, tmp_path, (ROOT / "service" / "static" / "samples" / "women_tshirts_1.jpg").read_bytes())
+    demo_page.click("#predict")
+    demo_page.wait_for_selector("#ood-banner:not([hidden])")
+    switch = demo_page.locator("#ood-switch")
+    target = switch.inner_text().removeprefix("Predict it as ")
+    switch.click()
+    demo_page.wait_for_selector("#ood-banner", state="hidden")
+    assert demo_page.locator("#category option:checked").inner_text() == target != "Sarees"
+    assert demo_page.locator("#result-model").inner_text().startswith(target)

@@ -52,7 +52,7 @@ def test_rows_are_the_services_answers_for_the_same_tensors(repository):
         indices = [i for i, s in enumerate(slugs) if s == slug and pixels[i] is not None]
         answers = model.run_batch([pixels[i] for i in indices])  # the same batch the actor ran for this model
         for i, answer in zip(indices, answers, strict=True):
-            response = build_response(model=slug, version=1, category=model.info.category, row=answer,
+            response = build_response(model=slug, version=1, category=model.info.category, row=answer.row,
                                       threshold=0.6, declared={}, conflict_threshold=0.8,
                                       timings=Timings(preprocess_ms=0, queue_ms=0, compute_ms=0, total_ms=0,
                                                       batch_size=1))

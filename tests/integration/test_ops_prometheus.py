@@ -108,7 +108,7 @@ def substitute(expr: str) -> str:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Iterator[Server]:
-    repository = build_repository(tmp_path_factory.mktemp("repo"), slugs=("men_tshirts", "sarees"))
+    repository = build_repository(tmp_path_factory.mktemp("repo"), slugs=("men_tshirts", "sarees"), ood_threshold=1.0)
     with running(repository, tmp_path_factory.mktemp("logs"), SERVICE_ENV) as server:
         exercise(server.url)
         yield server

@@ -29,13 +29,17 @@ class FakePredictor:
     """Same protocol as the ONNX predictor; answers from fixed logits, or raises ``error`` if set."""
 
     def __init__(self, slugs: Sequence[str] = ("men_tshirts",), broken: Sequence[str] = (),
-                 logits: Mapping[str, list[float]] | None = None, size: int = 32) -> None:
+                 logits: Mapping[str, list[float]] | None = None, size: int = 32,
+                 ood: Mapping[str, tuple[float, float]] | None = None) -> None:
+        """``ood``: per model with a detector, the (score every image gets, threshold)."""
         taxonomy = load_taxonomy()
         self._infos = []
+        self.ood = dict(ood or {})
         for slug in (*slugs, *broken):
             self._infos.append(ModelInfo(
                 name=slug, category=taxonomy.category(slug), version=3, spec=PreprocessSpec(height=size, width=size),
                 ready=slug not in broken, error="sha256 mismatch" if slug in broken else None, versions=(1, 3),
+                ood_threshold=self.ood[slug][1] if slug in self.ood else None,
             ))
         self.logits = dict(logits or DEFAULT_LOGITS)
         self.error: Exception | None = None
@@ -67,12 +71,15 @@ class FakePredictor:
             raise self.error
         category = info.category
         computed = time.perf_counter()
-        logits = {a.name: np.asarray([self.logits.get(a.name, [0.0] * len(a.values))], dtype=np.float32)
+        # The fixed logits where they fit the category (they are Men Tshirts'), zeros elsewhere.
+        logits = {a.name: np.asarray([fixed if len(fixed := self.logits.get(a.name, [])) == len(a.values)
+                                      else [0.0] * len(a.values)], dtype=np.float32)
                   for a in category.attributes}
         row = predict_rows(Decoder(category), logits, top_k=3)[0]
         # Timings as measured (no queue here), so anything placed back in time from them stays truthful.
         return Inference(row=row, preprocess_s=preprocess_s, queue_wait_s=0.0,
-                         compute_s=time.perf_counter() - computed, batch_size=1)
+                         compute_s=time.perf_counter() - computed, batch_size=1,
+                         ood_score=self.ood[info.name][0] if info.name in self.ood else None)
 
     def begin_drain(self) -> None:
         self.draining = True

@@ -1,0 +1,182 @@
+"""The out-of-distribution detector: fitting, its threshold's false-alarm rate, storage with the checkpoint,
+and the exported graph's score against PyTorch's."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from catalog.manifest import OOD_OUTPUT, load_manifest
+from catalog.preprocessing import PreprocessSpec
+from catalog.taxonomy import load_taxonomy
+from export.exporter import export_checkpoint
+from model_training.backbone import build_backbone
+from model_training.checkpoint import CheckpointError, make_info, read_info, save_checkpoint
+from model_training.ensemble import load_predictor
+from model_training.model import CategoryModel, value_orders_for
+from model_training.ood import (
+    OOD_WEIGHTS_NAME,
+    FittedOod,
+    OodDetector,
+    Scored,
+    fit_detector,
+    fit_ood,
+    load_ood,
+    save_ood,
+    threshold_at,
+)
+
+MEN = load_taxonomy()["men_tshirts"]
+SPEC = PreprocessSpec(height=32, width=32)
+
+
+def gaussian(n: int, dim: int = 16, shift: float = 0.0, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(0.2, 3.0, dim)
+    return torch.randn(n, dim, generator=generator) * scales + shift
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "knn"])
+def test_threshold_flags_its_false_alarm_rate_of_a_held_out_split_and_most_far_images(method):
+    train, val, held_out = gaussian(2000, seed=1), gaussian(2000, seed=2), gaussian(4000, seed=3)
+    fitted = fit_ood(method, train, val, {}, 0.05, k=5)
+    with torch.no_grad():
+        false_alarms = float((fitted.detector(held_out, {}) > fitted.threshold).float().mean())
+        detected = float((fitted.detector(gaussian(500, shift=8.0, seed=4), {}) > fitted.threshold).float().mean())
+    assert 0.035 <= false_alarms <= 0.065
+    assert detected > 0.9
+    assert fitted.calibration_images == 2000
+
+
+def test_mahalanobis_score_is_the_squared_distance_under_the_shrunk_covariance():
+    train = gaussian(500, dim=6, seed=5)
+    detector = fit_detector("mahalanobis", train)
+    x = gaussian(7, dim=6, seed=6)
+    centred = train.double() - train.double().mean(0)
+    covariance = centred.T @ centred / (len(train) - 1)
+    shrunk = 0.9 * covariance + 0.1 * covariance.diagonal().mean() * torch.eye(6, dtype=torch.float64)
+    d = x.double() - train.double().mean(0)
+    expected = torch.einsum("ni,ij,nj->n", d, torch.linalg.inv(shrunk), d)
+    with torch.no_grad():
+        assert torch.allclose(detector(x, {}).double(), expected, rtol=1e-4)
+
+
+def test_knn_score_is_the_cosine_distance_to_the_kth_neighbour():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    detector = fit_detector("knn", bank, k=2)
+    with torch.no_grad():
+        score = detector(torch.tensor([[2.0, 0.0]]), {})
+    assert score.item() == pytest.approx(1.0)  # 1st neighbour at distance 0, 2nd at 90 degrees
+
+
+def test_energy_score_is_minus_the_mean_logsumexp():
+    detector = fit_detector("energy", torch.zeros(3, 2))
+    logits = {"a": torch.tensor([[0.0, 0.0]]), "b": torch.tensor([[10.0, 0.0]])}
+    expected = -(np.log(2) + np.logaddexp(10, 0)) / 2
+    with torch.no_grad():
+        assert detector(torch.zeros(1, 2), logits).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_threshold_refuses_nonsense():
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        threshold_at(np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="no held-out"):
+        threshold_at(np.ones(0), 0.05)
+    with pytest.raises(ValueError, match="unknown OOD method"):
+        OodDetector("softmax", {})
+
+
+def trained_checkpoint(folder, method="mahalanobis"):
+    torch.manual_seed(0)
+    model = CategoryModel(build_backbone("convnext-test"), value_orders_for(MEN), head_hidden=16).eval()
+    with torch.no_grad():
+        pooled = model.pooled(model.features(torch.randn(64, 3, 32, 32)))
+        val_features = model.features(torch.randn(20, 3, 32, 32))
+        fitted = fit_ood(method, pooled, model.pooled(val_features), model.forward_heads(val_features), 0.1)
+    info = make_info(model, MEN, SPEC, "convnext-test", ood=save_ood(folder, fitted))
+    return save_checkpoint(folder, model, info), fitted
+
+
+def test_detector_is_stored_with_the_checkpoint_and_loads_back(tmp_path):
+    run, fitted = trained_checkpoint(tmp_path / "run")
+    info = read_info(run)
+    assert info.ood["method"] == "mahalanobis" and info.ood["threshold"] == fitted.threshold
+    assert info.ood["false_alarm_rate"] == 0.1 and info.ood["calibration_images"] == 20
+    loaded = load_ood(run, info.ood)
+    for name, buffer in fitted.detector.stats().items():
+        assert torch.equal(loaded.stats()[name], buffer)
+    predictor = load_predictor([run])
+    assert isinstance(predictor.model, Scored)
+    (run / OOD_WEIGHTS_NAME).unlink()
+    with pytest.raises(CheckpointError, match="statistics are missing"):
+        load_predictor([run])
+
+
+def test_a_checkpoint_without_a_detector_keeps_loading_without_a_score(tmp_path):
+    torch.manual_seed(0)
+    model = CategoryModel(build_backbone("convnext-test"), value_orders_for(MEN), head_hidden=16).eval()
+    run = save_checkpoint(tmp_path / "run", model, make_info(model, MEN, SPEC, "convnext-test"))
+    assert "ood" not in json.loads((run / "checkpoint.json").read_text())
+    predictor = load_predictor([run])
+    assert predictor.info.ood is None
+    with torch.no_grad():
+        assert OOD_OUTPUT not in predictor.model(torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "knn", "energy"])
+def test_exported_graph_computes_the_pytorch_score(tmp_path, method):
+    run, fitted = trained_checkpoint(tmp_path / "run", method)
+    result = export_checkpoint(run, tmp_path / "repo")
+    manifest = load_manifest(result.path)
+    assert manifest.ood is not None and manifest.ood.method == method
+    assert manifest.ood.threshold == fitted.threshold and manifest.ood.output == OOD_OUTPUT
+    assert manifest.verification["fp32"]["ood"]["flag_agreement"] == 1.0
+    session = ort.InferenceSession(str(result.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    (score,) = session.run([OOD_OUTPUT], {"pixel_values": x})
+    model = load_predictor([run]).model
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x))[OOD_OUTPUT].numpy()
+    assert score.shape == (5,)
+    np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-5 * abs(fitted.threshold))
+
+
+def test_int8_export_keeps_the_detector_in_fp32_and_records_its_flag_agreement(tmp_path):
+    run, _ = trained_checkpoint(tmp_path / "run")
+    result = export_checkpoint(run, tmp_path / "repo", precision="int8", force=True)
+    manifest = load_manifest(result.path)
+    assert "flag_agreement" in manifest.verification["int8"]["ood"]
+    import onnx
+
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    detector_nodes = [n for n in graph.node if "/detector/" in n.name]
+    assert detector_nodes and not any("Integer" in n.op_type or "Quant" in n.op_type for n in detector_nodes)
+
+
+def test_flip_tta_scores_the_unflipped_image(tmp_path):
+    run, _ = trained_checkpoint(tmp_path / "run")
+    plain, flipped = load_predictor([run]).model, load_predictor([run], tta_flip=True).model
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(plain(x)[OOD_OUTPUT], flipped(x)[OOD_OUTPUT], rtol=1e-5)
+
+
+def test_an_ensemble_has_no_score_and_says_why(tmp_path, caplog):
+    first, _ = trained_checkpoint(tmp_path / "a")
+    second, _ = trained_checkpoint(tmp_path / "b")
+    predictor = load_predictor([first, second])
+    assert predictor.info.ood is None and "ensemble has no out-of-distribution score" in predictor.ood_note
+    result = export_checkpoint([first, second], tmp_path / "repo")
+    manifest = load_manifest(result.path)
+    assert manifest.ood is None
+    assert "ensemble has no out-of-distribution score" in manifest.verification["ood"]["omitted"]
+    assert "ensemble has no out-of-distribution score" in caplog.text
+
+
+def test_fitted_description_names_what_the_manifest_needs():
+    detector = fit_detector("knn", gaussian(10), k=3)
+    description = FittedOod(detector, 0.5, 0.05, 40, {"train_images": 10}).describe()
+    assert description == {"method": "knn", "parameters": {"k": 3}, "threshold": 0.5, "false_alarm_rate": 0.05,
+                           "calibration_images": 40, "output": OOD_OUTPUT, "train_images": 10}
