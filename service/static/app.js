@@ -173,7 +173,7 @@ function renderResult(result) {
       el("td", {}, confidenceBar(a.confidence, a.abstained)), el("td", { class: "muted", text: alternatives }));
   }));
   const t = result.timings;
-  $("timings").textContent = `total ${t.total_ms.toFixed(1)} ms · decode ${t.preprocess_ms.toFixed(1)} ms · ` +
+  $("timings").textContent = `total ${t.total_ms.toFixed(1)} ms · preprocess ${t.preprocess_ms.toFixed(1)} ms · ` +
     `queue ${t.queue_ms.toFixed(1)} ms · model ${t.compute_ms.toFixed(1)} ms (batch of ${t.batch_size}) · ` +
     `abstain below ${result.threshold}`;
   $("result").hidden = false;
