@@ -13,13 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from service.batching import BatcherError
-from service.errors import ServiceError, safe_text, to_http
+from service.errors import ServiceError, describe_problems, safe_text, to_http
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("service")
 
-MAX_PROBLEMS_SHOWN = 5
-"""A body with thousands of invalid elements gets a short answer: the first few problems and a count."""
 CLIENT_CLOSED = 499
 """nginx's status for a client that closed the connection before it was answered."""
 
@@ -40,10 +38,7 @@ def install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)  # registered for this type only
-        errors = error.errors()
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:MAX_PROBLEMS_SHOWN])
-        if len(errors) > MAX_PROBLEMS_SHOWN:
-            problems += f"; and {len(errors) - MAX_PROBLEMS_SHOWN} more"
+        problems = describe_problems(error.errors())
         metrics.rejections_total.labels("invalid_request").inc()
         return JSONResponse({"error": safe_text(problems), "code": "invalid_request"}, status_code=422)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,17 @@ class HttpError:
 
 
 MAX_MESSAGE_CHARS = 1000
+
+
+MAX_PROBLEMS_SHOWN = 5
+"""A body with thousands of invalid elements gets a short answer: the first few problems and a count."""
+
+
+def describe_problems(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Validation errors (pydantic's ``loc``/``msg``) as one line: the first few, then how many more."""
+    shown = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:MAX_PROBLEMS_SHOWN])
+    more = len(errors) - MAX_PROBLEMS_SHOWN
+    return shown + (f"; and {more} more" if more > 0 else "")
 
 
 def safe_text(message: str) -> str:

@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from service.errors import InvalidRequestError, PayloadTooLargeError
+from service.errors import InvalidRequestError, PayloadTooLargeError, describe_problems
 from service.json_body import parse_bounded
 from service.schemas import InferenceRequest, InferenceResponse
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-MAX_PROBLEMS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,7 @@ def parse_infer_body(body: bytes, header_length: str | None, max_items: int, max
     try:
         request = InferenceRequest.model_validate(parse_bounded(header, max_elements))
     except ValidationError as error:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = f"; and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
-        raise InvalidRequestError(f"invalid infer request: {shown}{more}") from None
+        raise InvalidRequestError(f"invalid infer request: {describe_problems(error.errors())}") from None
     tensor = request.inputs[0]
     if len(tensor.shape) != 1 or tensor.shape[0] < 0:
         raise InvalidRequestError(f"input shape {tensor.shape} must be [number of images]")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -59,18 +61,23 @@ OOD_SCORE_OUTPUT = "ood_score"
 OOD_FLAGGED_OUTPUT = "ood_flagged"
 
 
-def _info(state: ServiceState, name: str) -> ModelInfo:
+@contextmanager
+def unknown_model_is_404() -> Iterator[None]:
+    """The protocol answers an unknown model with 404 (the service's own routes with 422)."""
     try:
-        return state.predictor.info(name)
+        yield
     except UnknownModelError as error:
         raise ModelNotFoundError(str(error)) from None
+
+
+def _info(state: ServiceState, name: str) -> ModelInfo:
+    with unknown_model_is_404():
+        return state.predictor.info(name)
 
 
 def _ready_model(state: ServiceState, name: str) -> ReadyModel:
-    try:
+    with unknown_model_is_404():
         return state.predictor.ready_model(name)
-    except UnknownModelError as error:
-        raise ModelNotFoundError(str(error)) from None
 
 
 @router.get("", response_model=ServerMetadata)
