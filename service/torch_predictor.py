@@ -45,7 +45,7 @@ class TorchPredictor(RepositoryPredictor):
     def open_runtime(self, folder: Path, manifest: Manifest) -> Runtime:
         choice = self._choice
         assert choice is not None, "load() decides the device first"
-        runner = TorchRunner(load_module(folder, manifest, self._settings), manifest, choice,
+        runner = TorchRunner(load_module(folder, manifest, self._settings, choice.device), manifest, choice,
                              self._settings.max_batch_size)
         runner.warm_up()
         diff = runner.verify(folder)

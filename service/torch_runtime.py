@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.export.passes import move_to_device_pass
 
 from catalog.manifest import OOD_OUTPUT, Manifest, ManifestError
 from catalog.reference import TOLERANCES, compare_reference, recorded, reference_batch
@@ -59,12 +60,12 @@ def resolve_choice(settings: Settings) -> TorchChoice:
     return TorchChoice(torch.device(device), dtype, precision, settings.torch_compile)
 
 
-def load_module(folder: Path, manifest: Manifest, settings: Settings) -> torch.nn.Module:
-    """The model of one version: the checkpoint pinned in ``torch_checkpoints``, else the version's
-    ``torch.export`` program (checked against its sha256 first)."""
+def load_module(folder: Path, manifest: Manifest, settings: Settings, device: torch.device) -> torch.nn.Module:
+    """The model of one version on ``device``: the checkpoint pinned in ``torch_checkpoints``, else the
+    version's ``torch.export`` program (checked against its sha256 first)."""
     checkpoint = settings.torch_checkpoints.get(manifest.slug)
     if checkpoint is not None:
-        return load_checkpoint_module(checkpoint, manifest)
+        return load_checkpoint_module(checkpoint, manifest).to(device)
     spec = manifest.torch_export
     if spec is None:
         raise ManifestError(f"{folder}: no torch.export program ({folder.name} was exported without "
@@ -76,7 +77,9 @@ def load_module(folder: Path, manifest: Manifest, settings: Settings) -> torch.n
     actual = _sha256(path)
     if actual != spec.sha256:
         raise ManifestError(f"{path}: sha256 {actual} does not match the manifest's {spec.sha256}")
-    return torch.export.load(str(path)).module()
+    program = torch.export.load(str(path))
+    # A program's module cannot be moved with .to(); its graph and weights are moved together instead.
+    return move_to_device_pass(program, device).module()
 
 
 def load_checkpoint_module(path: Path, manifest: Manifest) -> torch.nn.Module:
@@ -119,7 +122,6 @@ class TorchRunner:
         self._names = [a.name for a in manifest.attributes]
         # A checkpoint answers a dict by attribute name; a torch.export program a tuple in manifest order.
         self._keys = [*self._names, OOD_OUTPUT] if manifest.ood else self._names
-        module = module.to(choice.device).eval()
         self._sizes = buckets(max_batch) if choice.compile_mode != "off" else []
         self._module: Any = torch.compile(module, mode=choice.compile_mode, dynamic=False) \
             if choice.compile_mode != "off" else module
