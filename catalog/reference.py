@@ -26,8 +26,8 @@ REFERENCE_IMAGES = 2
 @dataclass(frozen=True)
 class Tolerance:
     """How far a runtime's outputs may be from the recorded ones: ``share`` of the largest recorded
-    magnitude (at least 1) for logits, ``share`` of the threshold for the OOD score. Where the recorded
-    top-two logits (or the score and the threshold) are further apart than that, the decision must agree."""
+    magnitude (at least 1) for logits, ``share`` of the threshold for the OOD score. So an argmax whose
+    recorded margin exceeds twice that (or a flag that far from the threshold) cannot change."""
 
     share: float
 
@@ -84,20 +84,11 @@ def compare_reference(reference: Mapping[str, np.ndarray], candidate: Mapping[st
 def _logit_problems(name: str, expected: np.ndarray, got: np.ndarray, tolerance: Tolerance) -> list[str]:
     bound = tolerance.share * max(1.0, float(np.abs(expected).max()))
     diff = float(np.abs(expected - got).max())
-    if diff > bound:
-        return [f"{name}: max |diff| {diff:.3g} > {bound:.3g}"]
-    ordered = np.sort(expected, axis=-1)
-    decided = ordered[:, -1] - ordered[:, -2] > 2 * bound  # a clear winner must stay the winner
-    flipped = decided & (expected.argmax(-1) != got.argmax(-1))
-    return [f"{name}: argmax differs on {int(flipped.sum())} image(s)"] if flipped.any() else []
+    return [f"{name}: max |diff| {diff:.3g} > {bound:.3g}"] if diff > bound else []
 
 
 def _score_problems(name: str, expected: np.ndarray, got: np.ndarray, threshold: float,
                     tolerance: Tolerance) -> list[str]:
-    scale = abs(threshold) or 1.0
-    diff = float(np.abs(expected - got).max()) / scale
-    if diff > tolerance.share:
-        return [f"{name}: max |diff| {diff:.3g} of the threshold > {tolerance.share:.3g}"]
-    clear = np.abs(expected - threshold) / scale > 2 * tolerance.share
-    flipped = clear & ((expected > threshold) != (got > threshold))
-    return [f"{name}: flag differs on {int(flipped.sum())} image(s)"] if flipped.any() else []
+    diff = float(np.abs(expected - got).max()) / (abs(threshold) or 1.0)
+    return [f"{name}: max |diff| {diff:.3g} of the threshold > {tolerance.share:.3g}"] \
+        if diff > tolerance.share else []
