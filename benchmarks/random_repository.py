@@ -22,15 +22,18 @@ from model_training.model import CategoryModel, value_orders_for
 
 
 def build_random_repository(repository: Path, *, slug: str = "men_tshirts", backbone: str = "convnext-tiny",
-                            image_size: int = 224, precision: str = "int8", seed: int = 0) -> Path:
-    """Export one random-init category model as ``repository/slug/1``; returns the version folder."""
+                            image_size: int = 224, precision: str = "int8", seed: int = 0,
+                            torch_export: bool = False) -> Path:
+    """Export one random-init category model as ``repository/slug/1`` (with ``model.pt2`` for the torch
+    backend when ``torch_export``); returns the version folder."""
     torch.manual_seed(seed)
     category = load_taxonomy()[slug]
     model = CategoryModel(build_backbone(backbone), value_orders_for(category)).eval()
     info = make_info(model, category, PreprocessSpec(height=image_size, width=image_size), backbone)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = save_checkpoint(Path(tmp) / slug, model, info)
-        result = export_checkpoint(checkpoint, repository, version_number=1, precision=precision)
+        result = export_checkpoint(checkpoint, repository, version_number=1, precision=precision,
+                                   torch_export=torch_export)
     return result.path
 
 

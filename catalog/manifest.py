@@ -25,6 +25,7 @@ from catalog.taxonomy import Category, Taxonomy, TaxonomyError, load_taxonomy
 MANIFEST_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
+TORCH_EXPORT_NAME = "model.pt2"
 Precision = Literal["fp32", "fp16", "int8"]
 OodMethod = Literal["mahalanobis", "knn", "energy"]
 OOD_METHODS: tuple[str, ...] = ("mahalanobis", "knn", "energy")
@@ -102,6 +103,17 @@ class OodSpec(_Strict):
     train_images: int | None = Field(default=None, description="training images the statistics were fitted on")
 
 
+class TorchExportSpec(_Strict):
+    """A ``torch.export`` program of the same model beside the ONNX file (``export --torch-export``), for the
+    service's PyTorch backend: ``forward(pixel_values)`` returns the manifest's outputs in its order (the
+    attributes', then the OOD score)."""
+
+    file: str = TORCH_EXPORT_NAME
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    torch_version: str = Field(description="the torch that wrote it; torch.export programs load in the same "
+                               "or a newer torch")
+
+
 class Manifest(_Strict):
     format_version: int = MANIFEST_FORMAT_VERSION
     category: str
@@ -125,6 +137,8 @@ class Manifest(_Strict):
         "preprocessing are the largest member's, the graph resizes and renormalises for the others")
     ood: OodSpec | None = Field(default=None, description="the out-of-distribution detector (absent: none; "
                                 "the service then reports out_of_distribution null)")
+    torch_export: TorchExportSpec | None = Field(default=None, description="a torch.export program of the "
+                                                 "model (absent: none was written)")
 
     @field_validator("format_version")
     @classmethod
@@ -170,7 +184,7 @@ class Manifest(_Strict):
     def to_json(self) -> str:
         # No "members" key for a single checkpoint, no "ood" key without a detector: such manifests read
         # exactly as before ensembles and detectors existed.
-        absent = {name for name in ("members", "ood") if getattr(self, name) is None}
+        absent = {name for name in ("members", "ood", "torch_export") if getattr(self, name) is None}
         return self.model_dump_json(indent=2, by_alias=True, exclude=absent or None)
 
     def write(self, directory: str | Path) -> Path:

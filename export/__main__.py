@@ -1,7 +1,7 @@
 """Export training checkpoints into a versioned ONNX model repository.
 
     python -m export --checkpoint RUN_DIR [RUN_DIR ...] --repository MODELS_DIR [--version N]
-                     [--precision fp32|fp16|int8] [--validation-data DIR] [--tta flip]
+                     [--precision fp32|fp16|int8] [--validation-data DIR] [--tta flip] [--torch-export]
 
 RUN_DIR is one checkpoint directory or a parent holding one per category (``train --category all``).
 Several checkpoints of one category are exported as ONE ensemble model (model_training/ensemble.py).
@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-score-drop", type=float, default=DEFAULT_MAX_SCORE_DROP_POINTS,
                         help="largest competition-score drop in points allowed for fp16/int8")
     parser.add_argument("--force", action="store_true", help="export even when the score drop is too large")
+    parser.add_argument("--torch-export", action="store_true",
+                        help="also write model.pt2 (torch.export, verified) for the service's PyTorch backend")
     args = parser.parse_args(argv)
     # torch loads only now, so `--help` answers at once.
     from export.exporter import ExportError, export_checkpoint
@@ -52,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 checkpoints, args.repository, version_number=args.version, precision=args.precision,
                 validation_data=args.validation_data, validation_images=args.validation_images,
                 max_score_drop_points=args.max_score_drop, force=args.force, tta_flip=args.tta == "flip",
+                torch_export=args.torch_export,
             )
             checks = result.manifest.verification
             fp32 = checks["fp32"]

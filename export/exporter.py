@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from catalog.dataset import LabelRow, read_labels
-from catalog.manifest import MODEL_NAME, OOD_OUTPUT, Manifest, OodSpec, load_manifest, sha256_file
+from catalog.manifest import MODEL_NAME, OOD_OUTPUT, TORCH_EXPORT_NAME, Manifest, OodSpec, load_manifest, sha256_file
 from catalog.preprocessing import PreprocessSpec, preprocess
+from catalog.reference import REFERENCE_KEY, TOLERANCES, compare_reference, record, recorded, reference_batch
 from catalog.taxonomy import Category, Taxonomy, load_taxonomy
 from export import DEFAULT_MAX_SCORE_DROP_POINTS
 from export.onnx_graph import DEFAULT_OPSET, INPUT_NAME, export_onnx
@@ -127,9 +129,11 @@ def export_checkpoint(
     force: bool = False,
     opset: int = DEFAULT_OPSET,
     tta_flip: bool = False,
+    torch_export: bool = False,
 ) -> ExportResult:
     """Export, verify and publish one checkpoint, or an ensemble of several of one category (one ONNX model
-    holding every member), as ``repository/<slug>/<version>``; ``tta_flip`` puts flip averaging in the graph."""
+    holding every member), as ``repository/<slug>/<version>``; ``tta_flip`` puts flip averaging in the graph.
+    ``torch_export`` also writes a verified ``torch.export`` program (``model.pt2``) for the PyTorch backend."""
     chosen: Precision = check_precision(precision)
     taxonomy = load_taxonomy()
     paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
@@ -154,14 +158,17 @@ def export_checkpoint(
         verification: dict[str, Any] = {"fp32": verify_fp32(fp32_path, reference, batch, info),
                                         "images": len(batch),
                                         "image_source": str(validation_data) if rows else "random",
-                                        **({"ood": {"omitted": loaded.ood_note}} if loaded.ood_note else {})}
+                                        **({"ood": {"omitted": loaded.ood_note}} if loaded.ood_note else {}),
+                                        REFERENCE_KEY: record(run_torch(model, reference_batch(info.preprocessing),
+                                                                        outputs))}
         model_path = stage / MODEL_NAME
         convert(fp32_path, model_path, chosen, keep_fp32_scope=DETECTOR_SCOPE)
         if chosen != "fp32":
             verification.update(verify_reduced(model_path, chosen, info, reference, batch, rows,
                                                max_score_drop_points, force))
+        program = write_torch_program(model, outputs, info, stage, verification) if torch_export else None
         manifest = build_manifest(loaded, category, version_number, chosen, opset, model_path, verification,
-                                  paths)
+                                  paths, program)
         manifest.write(stage)
         load_manifest(stage)
     final = Path(repository) / category.slug / str(version_number)
@@ -233,7 +240,7 @@ def verify_reduced(model_path: Path, precision: Precision, info: CheckpointInfo,
 
 def build_manifest(loaded: LoadedPredictor, category: Category, version_number: int, precision: Precision,
                    opset: int, model_path: Path, verification: dict[str, Any],
-                   checkpoints: Sequence[str | Path]) -> Manifest:
+                   checkpoints: Sequence[str | Path], torch_program: dict[str, str] | None = None) -> Manifest:
     """The manifest of an exported, verified model: everything the service needs to serve it."""
     info = loaded.info
     names = list(info.attribute_names)
@@ -261,4 +268,24 @@ def build_manifest(loaded: LoadedPredictor, category: Category, version_number: 
         library_versions=library_versions(),
         members=members,
         ood={key: value for key, value in info.ood.items() if key in OodSpec.model_fields} if info.ood else None,
+        torch_export=torch_program,
     ))
+
+
+def write_torch_program(model: torch.nn.Module, outputs: list[str], info: CheckpointInfo, stage: Path,
+                        verification: dict[str, Any]) -> dict[str, str]:
+    """Write ``model.pt2``, prove it reproduces the recorded reference outputs (fp32 tolerance), and return
+    its manifest entry; adds its parity to ``verification``."""
+    from export.torch_program import export_program, load_program
+
+    path = export_program(model, outputs, info.preprocessing.input_shape, stage / TORCH_EXPORT_NAME)
+    expected = recorded(verification)
+    assert expected is not None
+    candidate = run_torch(load_program(path), reference_batch(info.preprocessing), outputs)
+    threshold = float(info.ood["threshold"]) if info.ood else 1.0
+    problems = compare_reference(expected, candidate, TOLERANCES["fp32"], (OOD_OUTPUT, threshold))
+    if problems:
+        raise ExportError(f"the torch.export program does not reproduce the checkpoint: {'; '.join(problems)}")
+    verification["torch_export"] = {"max_abs_diff": max(float(np.abs(expected[n] - candidate[n]).max())
+                                                        for n in expected)}
+    return {"file": TORCH_EXPORT_NAME, "sha256": sha256_file(path), "torch_version": torch.__version__}

@@ -14,8 +14,8 @@ INPUT_NAME = "pixel_values"
 DEFAULT_OPSET = 18
 
 
-class _TupleOutputs(torch.nn.Module):
-    """ONNX outputs are positional: fix them to the manifest's attribute order."""
+class TupleOutputs(torch.nn.Module):
+    """ONNX (and torch.export) outputs are positional: fix them to the manifest's attribute order."""
 
     def __init__(self, model: torch.nn.Module, attribute_names: Sequence[str]) -> None:
         super().__init__()
@@ -49,7 +49,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
     """Write a single-file ONNX model (weights inside) and return it after ``onnx.checker`` passes."""
-    wrapper = _TupleOutputs(model, attribute_names).eval()
+    wrapper = TupleOutputs(model, attribute_names).eval()
     dummy = torch.zeros((2, *input_shape), dtype=torch.float32)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in attribute_names}}
     with warnings.catch_warnings(), torch.no_grad(), unfused_attention():

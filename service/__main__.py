@@ -17,10 +17,10 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.backends import create_predictor
 from service.errors import ModelLoadError
 from service.http_protocol import guarded_protocol
 from service.metrics import ServiceMetrics
-from service.onnx_predictor import OnnxPredictor
 from service.pipeline import ServiceState
 from service.request_context import access_log, configure_logging
 from service.settings import ENV_PREFIX, Settings
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     access_log.disabled = not settings.access_log
     metrics = ServiceMetrics()
-    predictor = OnnxPredictor(settings, metrics)
+    predictor = create_predictor(settings, metrics)
     try:
         predictor.load()  # before binding the port, so a broken model is a clear message and exit 1
     except ModelLoadError as error:

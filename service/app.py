@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.backends import create_predictor
 from service.error_handlers import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import form_limits, install_middleware
-from service.onnx_predictor import OnnxPredictor
 from service.pipeline import ServiceState
 from service.predictor import Predictor
 from service.routes import api, docs, ui, v2
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     """Build the app; models load in the lifespan (or earlier, by ``python -m service``)."""
     settings = settings or Settings()
     metrics = metrics or ServiceMetrics()
-    state = ServiceState(settings=settings, predictor=predictor or OnnxPredictor(settings, metrics), metrics=metrics)
+    state = ServiceState(settings=settings, predictor=predictor or create_predictor(settings, metrics), metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

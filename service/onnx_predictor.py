@@ -1,28 +1,22 @@
-"""The model repository served with ONNX Runtime: load and check every category's manifest and ONNX
-file, then one session and one batcher per model (the :class:`~service.predictor.Predictor` protocol)."""
+"""The model repository served with ONNX Runtime (the default backend): one session per model, checked
+against its manifest; batching, decoding and metrics are ``service/model_runner.py``'s."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from catalog.decoding import predict_rows
-from catalog.manifest import Manifest, ManifestError, list_versions, load_manifest, resolve_version
-from catalog.preprocessing import PreprocessSpec
-from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
-from service.batching import Batcher, BatcherConfig, BatcherHooks
-from service.errors import InferenceError, ModelLoadError
-from service.metrics import ServiceMetrics
-from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
-from service.settings import Settings
+from catalog.manifest import Manifest, ManifestError
+from service.model_runner import ModelRunner as OnnxModel
+from service.model_runner import RepositoryPredictor, Runtime, batcher_config, discover
 
-log = logging.getLogger("service.onnx_predictor")
+__all__ = ["OnnxModel", "OnnxPredictor", "batcher_config", "check_session", "discover", "session_logits",
+           "session_options", "session_outputs"]
+"""``OnnxModel``, ``batcher_config`` and ``discover`` live in ``service/model_runner.py`` (shared by every
+backend); re-exported for the importers that knew them here."""
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -56,181 +50,15 @@ def session_outputs(session: ort.InferenceSession, manifest: Manifest,
     return logits, np.asarray(outputs[-1], dtype=np.float32) if manifest.ood else None
 
 
-def discover(repository: Path) -> list[str]:
-    """Model folders (those with numbered versions) in the repository, sorted."""
-    return sorted(p.name for p in repository.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and list_versions(repository, p.name))
+class OnnxPredictor(RepositoryPredictor):
+    """The default predictor: ONNX Runtime sessions over a model repository."""
 
-
-def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> BatcherConfig:
-    batch_dim = manifest.input.shape[0] if manifest.input.shape else None
-    max_batch = settings.max_batch_size
-    if isinstance(batch_dim, int):  # a model exported with a fixed batch size caps ours
-        max_batch = min(max_batch, batch_dim)
-    alone = settings.preprocess_alone_when_idle
-    return BatcherConfig(max_batch_size=max_batch, max_delay_s=settings.max_queue_delay_s,
-                         max_queue_size=settings.max_queue_size, max_in_flight=settings.max_batches_in_flight,
-                         timeout_s=settings.request_timeout_s,
-                         run_alone_when_idle=provider == "CPUExecutionProvider" if alone is None else alone)
-
-
-class OnnxModel:
-    """One loaded model: its session, decoder and batcher (a :class:`~service.predictor.ReadyModel`)."""
-
-    def __init__(self, info: ModelInfo, manifest: Manifest, session: ort.InferenceSession, top_k: int,
-                 batching: BatcherConfig, hooks: BatcherHooks, preprocess_pool: Executor) -> None:
-        self.info = info
-        self._manifest = manifest
-        self._session = session
-        self._decoder = manifest.decoder()
-        self._top_k = top_k
-        self.batcher: Batcher[np.ndarray, Answer] = Batcher(self.run_batch, batching, name=info.name, hooks=hooks,
-                                                         prepare_executor=preprocess_pool)
-
-    def run_batch(self, pixels: list[np.ndarray]) -> list[Answer]:
-        """Model call plus decoding, in the batcher's worker thread (both release the event loop)."""
-        try:
-            logits, ood = session_outputs(self._session, self._manifest, np.stack(pixels))
-        except Exception as error:
-            # Logged with its details; the client learns only that its batch failed.
-            log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
-            raise InferenceError(
-                f"inference failed for the batch of {len(pixels)} image(s) this request was in; "
-                "other requests are unaffected, retry may succeed"
-            ) from error
-        rows = predict_rows(self._decoder, logits, top_k=self._top_k)
-        if ood is None:
-            return [Answer(row) for row in rows]
-        return [Answer(row, float(score)) for row, score in zip(rows, ood, strict=True)]
-
-    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
-                    cheap: bool = False) -> Inference:
-        done = await self.batcher.submit(preprocess, timeout_s=timeout_s, may_run_alone=cheap)
-        return Inference(done.value.row, done.prepare_s, done.queue_wait_s, done.run_s, done.batch_size,
-                         done.value.ood_score)
-
-
-class OnnxPredictor:
-    """The real predictor: ONNX Runtime sessions over a model repository."""
-
-    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._infos: dict[str, ModelInfo] = {}
-        """Every configured model, in load order; the broken ones have ``ready`` False."""
-        self._models: dict[str, OnnxModel] = {}
-        # Shared by every model: preprocessing is per upload (Pillow releases the GIL), not per model.
-        self._preprocess_pool = ThreadPoolExecutor(settings.resolved_preprocess_threads,
-                                                   thread_name_prefix="preprocess")
-
-    # -- loading ---------------------------------------------------------------------------------
-
-    def load(self) -> None:
-        """Load every configured category; raises :class:`ModelLoadError` unless partial start-up is
-        allowed, in which case the broken model reports not ready."""
-        settings = self._settings
-        slugs = settings.categories or discover(settings.repository)
-        if not slugs:
-            raise ModelLoadError(f"no models found in repository {str(settings.repository)!r}")
-        failures: list[str] = []
-        for slug in slugs:
-            try:
-                model = self._load_one(slug)
-                self._models[slug], info = model, model.info
-            except Exception as error:
-                message = f"{slug}: {error}"
-                if not settings.allow_partial_start:
-                    raise ModelLoadError(message) from error
-                log.error("model %s not ready: %s", slug, message)
-                failures.append(message)
-                info = self._broken(slug, message)
-            self._infos[slug] = info
-            self._metrics.model_ready.labels(slug).set(1 if info.ready else 0)
-        if failures and len(failures) == len(slugs):
-            raise ModelLoadError("every model failed to load: " + "; ".join(failures))
-
-    def _broken(self, slug: str, message: str) -> ModelInfo:
-        try:
-            category = load_taxonomy().category(slug)
-        except TaxonomyError:
-            category = Category(name=slug, slug=slug, attributes=(), train_rows=0)
-        return ModelInfo(name=slug, category=category, version=0, spec=PreprocessSpec(), ready=False,
-                         error=message, versions=tuple(list_versions(self._settings.repository, slug)))
-
-    def _load_one(self, slug: str) -> OnnxModel:
-        settings = self._settings
-        folder = resolve_version(settings.repository, slug, settings.versions.get(slug))
-        manifest = load_manifest(folder)  # validates schema, taxonomy and sha256
-        if manifest.slug != slug:
-            raise ManifestError(f"{folder}: manifest is for {manifest.slug!r}, not {slug!r}")
+    def open_runtime(self, folder: Path, manifest: Manifest) -> Runtime:
         session = ort.InferenceSession(str(folder / manifest.model_file),
-                                       session_options(settings.resolved_session_threads),
-                                       providers=settings.providers)
+                                       session_options(self._settings.resolved_session_threads),
+                                       providers=self._settings.providers)
         check_session(folder, manifest, session)
-        info = ModelInfo(
-            name=slug, category=manifest.taxonomy_category(), version=manifest.version,
-            spec=manifest.preprocess_spec(), precision=manifest.precision, provider=session.get_providers()[0],
-            versions=tuple(list_versions(settings.repository, slug)),
-            ood_threshold=manifest.ood.threshold if manifest.ood else None,
-        )
-        model = OnnxModel(info, manifest, session, settings.top_k, batcher_config(settings, manifest, info.provider),
-                          self._hooks(slug), self._preprocess_pool)
-        if settings.warmup:
-            try:
-                model.run_batch([np.zeros(info.spec.input_shape, dtype=np.float32)])
-            except InferenceError as error:
-                raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
-        self._metrics.model_info.labels(slug, str(manifest.version), manifest.precision, info.provider).set(1)
-        if manifest.ood is not None:  # a flagged share of 0 from the start, not "no data"
-            self._metrics.ood_scored_total.labels(slug)
-            self._metrics.ood_flagged_total.labels(slug)
-        log.info("loaded %s v%d from %s (%s, %s)", slug, manifest.version, folder, manifest.precision, info.provider)
-        return model
-
-    def _hooks(self, slug: str) -> BatcherHooks:
-        m = self._metrics
-
-        def on_load(queued: int, admitted: int) -> None:
-            m.queue_depth.labels(slug).set(queued)
-            m.admitted.labels(slug).set(admitted)
-
-        def on_batch(size: int, run_s: float) -> None:
-            m.batch_size.labels(slug).observe(size)
-            m.compute_seconds.labels(slug).observe(run_s)
-            m.images_total.labels(slug).inc(size)
-
-        return BatcherHooks(on_load=on_load, on_batch=on_batch)
-
-    # -- the Predictor protocol ------------------------------------------------------------------
-
-    def models(self) -> Sequence[ModelInfo]:
-        return list(self._infos.values())
-
-    def info(self, name: str) -> ModelInfo:
-        return find_info(self.models(), name)
-
-    def ready_model(self, name: str) -> OnnxModel:
-        info = self.info(name)
-        model = self._models.get(info.name)
-        if model is None:
-            raise not_ready(info)
-        return model
-
-    async def start(self) -> None:
-        if not self._infos:
-            await asyncio.to_thread(self.load)
-        for model in self._models.values():
-            model.batcher.start()
-
-    def begin_drain(self) -> None:
-        for name, model in self._models.items():
-            self._metrics.model_ready.labels(name).set(0)
-            model.batcher.flush()  # queued images need not wait for company any more
-
-    async def stop(self, drain_timeout_s: float) -> None:
-        self.begin_drain()
-        await asyncio.gather(*(m.batcher.stop(drain_timeout_s) for m in self._models.values()))
-        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
+        return Runtime(partial(session_outputs, session, manifest), session.get_providers()[0], manifest.precision)
 
 
 def check_session(folder: Path, manifest: Manifest, session: ort.InferenceSession) -> None:

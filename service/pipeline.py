@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from catalog.taxonomy import Category
-from service import images
+from service import device_upload, images
 from service.lifecycle import Lifecycle
 from service.metrics import ServiceMetrics
 from service.postprocess import build_response, out_of_distribution, parse_declared
@@ -62,7 +62,8 @@ async def infer_upload(state: ServiceState, model: ReadyModel, data: bytes, star
     """Admit (or refuse with 503 at once), preprocess, then wait for the image's batch. The deadline
     runs from the request's arrival (``started``), not from its queueing."""
     remaining_s = state.settings.request_timeout_s - (time.perf_counter() - started)
-    inference = await model.infer(partial(images.preprocess_upload, data, model.info.spec, state.limits),
+    step = device_upload.upload_step if model.info.device_decode else images.preprocess_upload
+    inference = await model.infer(partial(step, data, model.info.spec, state.limits),
                                   remaining_s, cheap=images.cheap_to_preprocess(data))
     state.metrics.observe_timings(model.info.name, inference.preprocess_s, inference.queue_wait_s)
     state.tracing.inference(model.info.name, inference)

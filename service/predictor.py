@@ -32,6 +32,9 @@ class ModelInfo:
     ood_threshold: float | None = None
     """Out-of-distribution score above which an image is unlike the training images; None: the model has no
     detector (manifests exported before detectors, ensembles)."""
+    device_decode: bool = False
+    """JPEG uploads are decoded with their batch on the model's device (``gpu_decode``): the per-request step
+    only checks them (``service/device_upload.py``)."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ RENAMED = {"DECODE_ALONE_WHEN_IDLE": "PREPROCESS_ALONE_WHEN_IDLE"}
 OodAction = Literal["abstain", "keep"]
 CategoryCheckMode = Literal["flagged", "always", "off"]
 KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+Backend = Literal["onnxruntime", "torch"]
+TorchDevice = Literal["auto", "cpu", "cuda"]
+TorchDtype = Literal["auto", "float32", "float16", "bfloat16"]
+TorchCompile = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 
 def _split(value: Any) -> Any:
@@ -68,6 +72,26 @@ class Settings(BaseSettings):
     execution_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """ONNX Runtime providers in order of preference; empty picks the best available of TensorRT,
     CUDA, CPU."""
+    backend: Backend = "onnxruntime"
+    """What runs the models: ``onnxruntime`` (each version's ``model.onnx``) or ``torch`` (PyTorch, for hosts
+    with a GPU but no ``onnxruntime-gpu``: each version's ``model.pt2`` from ``export --torch-export``, or
+    the checkpoint named in ``torch_checkpoints``; verified at load against the outputs its manifest
+    recorded). torch is imported only when chosen."""
+    torch_checkpoints: dict[str, Path] = Field(default_factory=dict)
+    """With the torch backend: training checkpoint folders by slug (JSON in the environment, e.g.
+    ``{"sarees": "runs/sarees"}``), served instead of the version's ``model.pt2``."""
+    torch_device: TorchDevice = "auto"
+    """With the torch backend: ``auto`` runs on CUDA when a GPU is present, else on the CPU."""
+    torch_dtype: TorchDtype = "auto"
+    """With the torch backend: the arithmetic (autocast) the model runs in; ``auto`` is ``bfloat16`` on CUDA
+    and ``float32`` on the CPU. Reduced precision is verified at load with a wider tolerance."""
+    torch_compile: TorchCompile = "off"
+    """With the torch backend: ``torch.compile`` mode (``reduce-overhead`` adds CUDA graphs). Batches are then
+    padded to powers of two, each compiled at start-up. Opt-in: its gain is unmeasured here (no GPU)."""
+    gpu_decode: bool = False
+    """With the torch backend on CUDA: decode JPEG uploads on the GPU (nvJPEG through
+    ``torchvision.io.decode_jpeg``), a batch at a time, then resize and normalise there; other formats are
+    preprocessed on the CPU as usual. Start-up fails when torchvision or CUDA is missing."""
     session_threads: int = Field(default=0, ge=0, le=256)
     """Intra-op threads per model session; 0 uses the container's CPU budget (its cgroup quota, else the
     cores available; at most 8)."""
@@ -203,6 +227,22 @@ class Settings(BaseSettings):
             if ENV_PREFIX + old in os.environ:
                 raise ValueError(f"{ENV_PREFIX}{old} was renamed to {ENV_PREFIX}{new}; set that instead")
         return data
+
+    @model_validator(mode="after")
+    def _torch_settings_need_the_torch_backend(self) -> Settings:
+        if self.backend == "torch":
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:
+                raise ValueError("backend 'torch' needs PyTorch, which is not installed here")
+            return self
+        chosen = {"torch_checkpoints": self.torch_checkpoints != {}, "torch_device": self.torch_device != "auto",
+                  "torch_dtype": self.torch_dtype != "auto", "torch_compile": self.torch_compile != "off",
+                  "gpu_decode": self.gpu_decode}
+        stray = [name for name, is_set in chosen.items() if is_set]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} apply only with backend 'torch' (backend is {self.backend!r})")
+        return self
 
     @model_validator(mode="after")
     def _pins_are_loaded(self) -> Settings:

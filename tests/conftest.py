@@ -33,6 +33,7 @@ SLOW: frozenset[str] = frozenset({
     "integration/test_bench_service.py",
     "integration/test_load_locust.py",
     "integration/test_ops_prometheus.py",
+    "integration/test_service_torch_backend.py",
     "integration/test_torchrun.py",
     "reliability/test_overload.py",
     "reliability/test_shutdown.py",

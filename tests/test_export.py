@@ -280,3 +280,21 @@ def test_the_cli_offers_the_precisions_as_a_choice_list(checkpoint, tmp_path, ca
         main(["--checkpoint", str(checkpoint), "--repository", str(tmp_path), "--precision", "int4"])
     assert stopped.value.code == 2
     assert "invalid choice: 'int4' (choose from" in capsys.readouterr().err
+
+
+def test_torch_export_writes_a_verified_program_and_every_export_records_reference_outputs(checkpoint, tmp_path):
+    from catalog.reference import recorded, reference_batch
+    from export.torch_program import load_program
+
+    plain = export_checkpoint(checkpoint, tmp_path, version_number=1)
+    assert plain.manifest.torch_export is None and not (plain.path / "model.pt2").exists()
+    assert '"torch_export"' not in (plain.path / "manifest.json").read_text()
+    result = export_checkpoint(checkpoint, tmp_path, version_number=2, torch_export=True)
+    entry = result.manifest.torch_export
+    assert entry is not None and entry.sha256 == sha256_file(result.path / entry.file)
+    assert result.manifest.verification["torch_export"]["max_abs_diff"] <= 1e-5
+    reference = recorded(result.manifest.verification)
+    assert reference is not None and list(reference) == list(MEN.attribute_names)
+    outputs = load_program(result.path / entry.file)(torch.from_numpy(reference_batch(SPEC, 5)))
+    assert len(outputs) == len(MEN.attribute_names) and outputs[0].shape[0] == 5  # any batch size
+    assert np.allclose(outputs[0][:2].detach().numpy(), reference[MEN.attribute_names[0]], atol=1e-4)

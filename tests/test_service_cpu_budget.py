@@ -95,7 +95,7 @@ def test_the_real_predictor_sizes_its_pools_by_the_quota(cgroup):
     try:
         predictor.load()
         assert predictor._preprocess_pool._max_workers == 3
-        session = predictor._models["men_tshirts"]._session
+        session = predictor._models["men_tshirts"]._runtime.run.args[0]  # partial(session_outputs, session, ...)
         assert session.get_session_options().intra_op_num_threads == 3
     finally:
         predictor._preprocess_pool.shutdown()

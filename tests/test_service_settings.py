@@ -30,6 +30,9 @@ def test_environment_with_prefix_and_comma_lists(tmp_path, monkeypatch):
         ({"categories": ["kurtis"], "versions": {"sarees": 1}}, "versions pinned for ['sarees']"),
         ({"api_key": "short"}, "at least 8 characters"),
         ({"max_batch_sizes": 4}, "max_batch_sizes"),
+        ({"backend": "tensorflow"}, "'onnxruntime' or 'torch'"),
+        ({"torch_dtype": "bfloat16"}, "torch_dtype apply only with backend 'torch' (backend is 'onnxruntime')"),
+        ({"gpu_decode": True, "torch_compile": "default"}, "torch_compile, gpu_decode apply only with backend"),
     ],
 )
 def test_nonsense_is_rejected_naming_the_value(tmp_path, changes, message):

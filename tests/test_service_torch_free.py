@@ -6,7 +6,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["service.app", "service.__main__", "service.onnx_predictor", "service.batching"])
+@pytest.mark.parametrize("module", ["service.app", "service.__main__", "service.onnx_predictor", "service.batching",
+                                    "service.backends", "service.model_runner", "service.device_upload"])
 def test_service_does_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported by {module}'"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -15,4 +16,12 @@ def test_service_does_not_import_torch(module):
 def test_batcher_imports_nothing_of_http_onnx_or_images():
     code = ("import sys, service.batching; bad = {'fastapi', 'starlette', 'onnxruntime', 'PIL', 'numpy'} "
             "& set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_default_backend_builds_its_predictor_without_importing_torch(tmp_path):
+    code = ("import sys; from service.backends import create_predictor; from service.metrics import ServiceMetrics; "
+            "from service.settings import Settings; "
+            f"p = create_predictor(Settings(repository={str(tmp_path)!r}), ServiceMetrics()); "
+            "assert type(p).__name__ == 'OnnxPredictor', p; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,237 @@
+"""What every execution backend shares: a model repository loaded into one :class:`ModelRunner` (decoder,
+batcher, metrics hooks) per category, whatever runs the model. A backend supplies only :class:`Runtime`:
+"run a stacked batch -> logits by attribute and the OOD score". ``service/onnx_predictor.py`` (ONNX
+Runtime, the default) and ``service/torch_predictor.py`` (PyTorch) subclass :class:`RepositoryPredictor`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catalog.decoding import predict_rows
+from catalog.manifest import Manifest, ManifestError, list_versions, load_manifest, resolve_version
+from catalog.preprocessing import PreprocessSpec
+from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
+from service.batching import Batcher, BatcherConfig, BatcherHooks
+from service.errors import InferenceError, ModelLoadError
+from service.metrics import ServiceMetrics
+from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
+from service.settings import Settings
+
+log = logging.getLogger("service.model_runner")
+
+Outputs = tuple[dict[str, np.ndarray], np.ndarray | None]
+"""One model call's result: float32 logits by attribute name, and each image's OOD score (None without a
+detector)."""
+Prepared = tuple[Any, dict[int, BaseException]]
+"""A batch ready for ``Runtime.run`` (an array or a device tensor), and the errors of the images left out."""
+CPU_PROVIDERS = ("CPUExecutionProvider", "torch-cpu")
+"""Providers that run the model on the CPU cores preprocessing also uses."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A loaded model as a backend runs it: ``run`` takes a stacked float32 ``(N, 3, H, W)`` batch."""
+
+    run: Callable[[np.ndarray], Outputs]
+    provider: str
+    """What runs it, as the API and the ``model_info`` metric report it (``CPUExecutionProvider``,
+    ``torch-cuda``, ...)."""
+    precision: str
+    """The arithmetic it runs in (the manifest's for ONNX; the chosen dtype for PyTorch)."""
+    prepare: Callable[[list[np.ndarray]], Prepared] = lambda items: (np.stack(items), {})
+    """The batcher's per-image inputs -> ``run``'s batch (of those that succeed) and the errors of those that
+    fail, by index: stacking, or decoding on the device (``gpu_decode``)."""
+    device_decode: bool = False
+    """Whether JPEG uploads reach ``prepare`` as their bytes (``service/device_upload.py``)."""
+
+
+def discover(repository: Path) -> list[str]:
+    """Model folders (those with numbered versions) in the repository, sorted."""
+    return sorted(p.name for p in repository.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and list_versions(repository, p.name))
+
+
+def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> BatcherConfig:
+    batch_dim = manifest.input.shape[0] if manifest.input.shape else None
+    max_batch = settings.max_batch_size
+    if isinstance(batch_dim, int):  # a model exported with a fixed batch size caps ours
+        max_batch = min(max_batch, batch_dim)
+    alone = settings.preprocess_alone_when_idle
+    return BatcherConfig(max_batch_size=max_batch, max_delay_s=settings.max_queue_delay_s,
+                         max_queue_size=settings.max_queue_size, max_in_flight=settings.max_batches_in_flight,
+                         timeout_s=settings.request_timeout_s,
+                         run_alone_when_idle=provider in CPU_PROVIDERS if alone is None else alone)
+
+
+class ModelRunner:
+    """One loaded model: its runtime, decoder and batcher (a :class:`~service.predictor.ReadyModel`)."""
+
+    def __init__(self, info: ModelInfo, manifest: Manifest, runtime: Runtime, top_k: int,
+                 batching: BatcherConfig, hooks: BatcherHooks, preprocess_pool: Executor) -> None:
+        self.info = info
+        self._runtime = runtime
+        self._decoder = manifest.decoder()
+        self._top_k = top_k
+        self.batcher: Batcher[np.ndarray, Answer] = Batcher(self.run_batch, batching, name=info.name, hooks=hooks,
+                                                         prepare_executor=preprocess_pool)
+
+    def run_batch(self, pixels: list[np.ndarray]) -> list[Answer | BaseException]:
+        """Model call plus decoding, in the batcher's worker thread (both release the event loop). An image the
+        runtime could not prepare fails alone."""
+        try:
+            batch, failed = self._runtime.prepare(pixels)
+            answers = iter(self._answers(batch) if len(batch) else [])
+        except Exception as error:
+            # Logged with its details; the client learns only that its batch failed.
+            log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
+            raise InferenceError(
+                f"inference failed for the batch of {len(pixels)} image(s) this request was in; "
+                "other requests are unaffected, retry may succeed"
+            ) from error
+        return [failed[i] if i in failed else next(answers) for i in range(len(pixels))]
+
+    def _answers(self, batch: Any) -> list[Answer]:
+        logits, ood = self._runtime.run(batch)
+        rows = predict_rows(self._decoder, logits, top_k=self._top_k)
+        if ood is None:
+            return [Answer(row) for row in rows]
+        return [Answer(row, float(score)) for row, score in zip(rows, ood, strict=True)]
+
+    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
+                    cheap: bool = False) -> Inference:
+        done = await self.batcher.submit(preprocess, timeout_s=timeout_s, may_run_alone=cheap)
+        return Inference(done.value.row, done.prepare_s, done.queue_wait_s, done.run_s, done.batch_size,
+                         done.value.ood_score)
+
+
+class RepositoryPredictor:
+    """A predictor over a model repository (the :class:`~service.predictor.Predictor` protocol); subclasses
+    say how one version folder becomes a :class:`Runtime` (:meth:`open_runtime`)."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._infos: dict[str, ModelInfo] = {}
+        """Every configured model, in load order; the broken ones have ``ready`` False."""
+        self._models: dict[str, ModelRunner] = {}
+        # Shared by every model: preprocessing is per upload (Pillow releases the GIL), not per model.
+        self._preprocess_pool = ThreadPoolExecutor(settings.resolved_preprocess_threads,
+                                                   thread_name_prefix="preprocess")
+
+    def open_runtime(self, folder: Path, manifest: Manifest) -> Runtime:
+        """Load and check the model of one version folder; raises naming what is wrong."""
+        raise NotImplementedError
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load every configured category; raises :class:`ModelLoadError` unless partial start-up is
+        allowed, in which case the broken model reports not ready."""
+        settings = self._settings
+        slugs = settings.categories or discover(settings.repository)
+        if not slugs:
+            raise ModelLoadError(f"no models found in repository {str(settings.repository)!r}")
+        failures: list[str] = []
+        for slug in slugs:
+            try:
+                model = self._load_one(slug)
+                self._models[slug], info = model, model.info
+            except Exception as error:
+                message = f"{slug}: {error}"
+                if not settings.allow_partial_start:
+                    raise ModelLoadError(message) from error
+                log.error("model %s not ready: %s", slug, message)
+                failures.append(message)
+                info = self._broken(slug, message)
+            self._infos[slug] = info
+            self._metrics.model_ready.labels(slug).set(1 if info.ready else 0)
+        if failures and len(failures) == len(slugs):
+            raise ModelLoadError("every model failed to load: " + "; ".join(failures))
+
+    def _broken(self, slug: str, message: str) -> ModelInfo:
+        try:
+            category = load_taxonomy().category(slug)
+        except TaxonomyError:
+            category = Category(name=slug, slug=slug, attributes=(), train_rows=0)
+        return ModelInfo(name=slug, category=category, version=0, spec=PreprocessSpec(), ready=False,
+                         error=message, versions=tuple(list_versions(self._settings.repository, slug)))
+
+    def _load_one(self, slug: str) -> ModelRunner:
+        settings = self._settings
+        folder = resolve_version(settings.repository, slug, settings.versions.get(slug))
+        manifest = load_manifest(folder)  # validates schema, taxonomy and sha256
+        if manifest.slug != slug:
+            raise ManifestError(f"{folder}: manifest is for {manifest.slug!r}, not {slug!r}")
+        runtime = self.open_runtime(folder, manifest)
+        info = ModelInfo(
+            name=slug, category=manifest.taxonomy_category(), version=manifest.version,
+            spec=manifest.preprocess_spec(), precision=runtime.precision, provider=runtime.provider,
+            versions=tuple(list_versions(settings.repository, slug)),
+            ood_threshold=manifest.ood.threshold if manifest.ood else None, device_decode=runtime.device_decode,
+        )
+        model = ModelRunner(info, manifest, runtime, settings.top_k, batcher_config(settings, manifest, info.provider),
+                            self._hooks(slug), self._preprocess_pool)
+        if settings.warmup:
+            try:
+                model.run_batch([np.zeros(info.spec.input_shape, dtype=np.float32)])
+            except InferenceError as error:
+                raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
+        self._metrics.model_info.labels(slug, str(manifest.version), info.precision, info.provider).set(1)
+        if manifest.ood is not None:  # a flagged share of 0 from the start, not "no data"
+            self._metrics.ood_scored_total.labels(slug)
+            self._metrics.ood_flagged_total.labels(slug)
+        log.info("loaded %s v%d from %s (%s, %s)", slug, manifest.version, folder, info.precision, info.provider)
+        return model
+
+    def _hooks(self, slug: str) -> BatcherHooks:
+        m = self._metrics
+
+        def on_load(queued: int, admitted: int) -> None:
+            m.queue_depth.labels(slug).set(queued)
+            m.admitted.labels(slug).set(admitted)
+
+        def on_batch(size: int, run_s: float) -> None:
+            m.batch_size.labels(slug).observe(size)
+            m.compute_seconds.labels(slug).observe(run_s)
+            m.images_total.labels(slug).inc(size)
+
+        return BatcherHooks(on_load=on_load, on_batch=on_batch)
+
+    # -- the Predictor protocol ------------------------------------------------------------------
+
+    def models(self) -> Sequence[ModelInfo]:
+        return list(self._infos.values())
+
+    def info(self, name: str) -> ModelInfo:
+        return find_info(self.models(), name)
+
+    def ready_model(self, name: str) -> ModelRunner:
+        info = self.info(name)
+        model = self._models.get(info.name)
+        if model is None:
+            raise not_ready(info)
+        return model
+
+    async def start(self) -> None:
+        if not self._infos:
+            await asyncio.to_thread(self.load)
+        for model in self._models.values():
+            model.batcher.start()
+
+    def begin_drain(self) -> None:
+        for name, model in self._models.items():
+            self._metrics.model_ready.labels(name).set(0)
+            model.batcher.flush()  # queued images need not wait for company any more
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        self.begin_drain()
+        await asyncio.gather(*(m.batcher.stop(drain_timeout_s) for m in self._models.values()))
+        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
