@@ -14,26 +14,35 @@ AUROC is against the category's held-out test images; detection is the share fla
 threshold): what the service computes.
 
     PYTHONPATH=. python benchmarks/bench_ood.py --runs build/demo/runs --data build/demo/catalog \\
-        [--repository models/demo] [--methods mahalanobis knn energy] [--k 5]
+        [--repository models/demo] [--methods composite mahalanobis knn energy] [--k 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
-from catalog.dataset import read_labels
+from catalog.dataset import read_labels, read_split
 from catalog.manifest import load_manifest, resolve_version
 from catalog.preprocessing import PreprocessSpec, preprocess
+from catalog.taxonomy import load_taxonomy
 from model_training.checkpoint import find_checkpoint_dirs, load_checkpoint
+from model_training.config import TrainConfig
 from model_training.fit_ood import split_datasets
-from model_training.ood import fit_ood, pooled_and_logits
+from model_training.ood import (
+    OodDetector,
+    OodFeatures,
+    contrast_sets,
+    fit_ood,
+    ood_features,
+    threshold_at,
+)
 
 SETS = ("test", "photos", "other_categories", "corrupted")
 
@@ -104,19 +113,45 @@ def torch_scores(run: Path, data: Path, sets: dict[str, list[Image.Image]], meth
                  k: int, rate: float) -> dict[str, dict[str, float]]:
     model, info = load_checkpoint(run)
     train_set, val_set = split_datasets(info, data)
-    loader: Callable[..., torch.utils.data.DataLoader] = torch.utils.data.DataLoader
-    train_pooled, _ = pooled_and_logits(model, loader(train_set, batch_size=64), torch.device("cpu"))
-    val_pooled, val_logits = pooled_and_logits(model, loader(val_set, batch_size=64), torch.device("cpu"))
-    features = {name: pooled_and_logits(model, loader(list(zip(batch(images, info.preprocessing), strict=False)),
-                                                       batch_size=64), torch.device("cpu"))
+    cpu = torch.device("cpu")
+
+    def features(dataset: Any) -> OodFeatures:
+        return ood_features(model, torch.utils.data.DataLoader(dataset, batch_size=64), cpu)
+
+    train, val = features(train_set), features(val_set)
+    others = contrast_sets(read_split(data, "train", load_taxonomy()), info.category, info.preprocessing,
+                           TrainConfig().ood_contrast_per_category, TrainConfig().seed)
+    contrast = [features(group).pooled for group in others]
+    measured = {name: features(list(zip(batch(images, info.preprocessing), strict=False)))
                 for name, images in sets.items()}
     results = {}
     for method in methods:
-        fitted = fit_ood(method, train_pooled, val_pooled, val_logits, rate, k=k)
+        fitted = fit_ood(method, train, val, rate, k=k, contrast=contrast)
         with torch.no_grad():
-            scores = {name: fitted.detector(pooled, logits).numpy() for name, (pooled, logits) in features.items()}
+            scores = {name: fitted.detector.score(f.pooled, f.logits, f.input_stats).numpy()
+                      for name, f in measured.items()}
         results[method] = {**summary(scores, fitted.threshold), "threshold": fitted.threshold,
                            "validation_images": fitted.calibration_images}
+        if method == "composite":
+            results.update(single_checks(fitted.detector, val, measured, rate))
+    return results
+
+
+def single_checks(detector: OodDetector, val: OodFeatures, measured: dict[str, OodFeatures],
+                  rate: float) -> dict[str, dict[str, float]]:
+    """Each of the composite's checks alone, its threshold set on the validation split like the composite's."""
+    def standardised(f: OodFeatures) -> np.ndarray:
+        with torch.no_grad():
+            assert f.input_stats is not None
+            return ((detector.raw_checks(f.pooled, f.input_stats) - detector.centre) / detector.spread).numpy()
+
+    held_out = standardised(val)
+    per_set = {name: standardised(f) for name, f in measured.items()}
+    results = {}
+    for i, check in enumerate(detector.checks):
+        threshold = threshold_at(held_out[:, i], rate)
+        results[f"composite: {check} check alone"] = {
+            **summary({name: values[:, i] for name, values in per_set.items()}, threshold), "threshold": threshold}
     return results
 
 
@@ -138,7 +173,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--repository", type=Path, default=None)
-    parser.add_argument("--methods", nargs="+", default=["mahalanobis", "knn", "energy"])
+    parser.add_argument("--methods", nargs="+", default=["composite", "mahalanobis", "knn", "energy"])
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--false-alarm-rate", type=float, default=0.05)
     parser.add_argument("--json", type=Path, default=None)

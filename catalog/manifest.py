@@ -27,8 +27,8 @@ MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 TORCH_EXPORT_NAME = "model.pt2"
 Precision = Literal["fp32", "fp16", "int8"]
-OodMethod = Literal["mahalanobis", "knn", "energy"]
-OOD_METHODS: tuple[str, ...] = ("mahalanobis", "knn", "energy")
+OodMethod = Literal["composite", "mahalanobis", "knn", "energy"]
+OOD_METHODS: tuple[str, ...] = ("composite", "mahalanobis", "knn", "energy")
 OOD_OUTPUT = "ood_score"
 """The ONNX output holding each image's out-of-distribution score (higher: less like the training images)."""
 

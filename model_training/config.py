@@ -23,7 +23,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from catalog.preprocessing import DEFAULT_IMAGE_SIZE, DEFAULT_INTERPOLATION, DEFAULT_RESIZE, Interpolation, ResizeMode
 
 LossKind = Literal["ce", "balanced", "logit_adjusted"]
-OodKind = Literal["mahalanobis", "knn", "energy", "none"]
+OodKind = Literal["composite", "mahalanobis", "knn", "energy", "none"]
 DEFAULT_BACKBONE = "facebook/convnext-base-384-22k-1k"
 
 
@@ -105,13 +105,16 @@ class TrainConfig:
     rule_min_lift: float = 1.2
     """Lowest confidence / marginal frequency of the consequence: drops rules that only restate a common
     value (e.g. "X implies ocassion=casual" where 98 % of rows are casual anyway)."""
-    ood: OodKind = "mahalanobis"
-    """Out-of-distribution detector fitted on the training images' pooled features and exported in the graph
+    ood: OodKind = "composite"
+    """Out-of-distribution detector fitted on the training images and exported in the graph
     (model_training/ood.py; chosen by measurement, BENCHMARKS.md "Unfamiliar images"); ``none``: no detector."""
     ood_false_alarm_rate: float = 0.05
     """Share of held-out (validation) in-distribution images the OOD threshold flags."""
     ood_k: int = 5
     """Neighbour rank for ``--ood knn``."""
+    ood_contrast_per_category: int = 100
+    """Training images of each other category in the data that ``--ood composite``'s category check contrasts
+    with (a seeded sample)."""
     seed: int = 42
     """Seed of Python, NumPy, torch, the split, the data order and the augmentations."""
     num_workers: int = 2

@@ -1,7 +1,7 @@
 """Fit (or refit) the out-of-distribution detector of finished checkpoints, without retraining.
 
     python -m model_training.fit_ood --checkpoint RUN_DIR [RUN_DIR ...] --data DIR
-        [--method mahalanobis|knn|energy] [--false-alarm-rate 0.05] [--k 5]
+        [--method composite|mahalanobis|knn|energy] [--false-alarm-rate 0.05] [--k 5]
 
 Training fits the detector at its end (``--ood``); this does the same for a checkpoint trained before
 detectors existed or to try another method: the training rows and the validation split are rebuilt from the
@@ -44,6 +44,8 @@ def add_detector(run_dir: str | Path, data_dir: str | Path, method: str, false_a
     import torch
     from torch.utils.data import DataLoader
 
+    from catalog.dataset import read_split
+    from catalog.taxonomy import load_taxonomy
     from model_training.checkpoint import load_checkpoint, save_checkpoint
     from model_training.config import TrainConfig
     from model_training.ood import fit_category_ood, save_ood
@@ -53,7 +55,8 @@ def add_detector(run_dir: str | Path, data_dir: str | Path, method: str, false_a
     cfg = TrainConfig(ood=method, ood_false_alarm_rate=false_alarm_rate, ood_k=k,  # type: ignore[arg-type]
                       batch_size=32, num_workers=0)
     fitted = fit_category_ood(cfg, model, train_set, DataLoader(val_set, batch_size=64), torch.device("cpu"),
-                              lambda message: print(f"{info.slug}: {message}", flush=True))
+                              lambda message: print(f"{info.slug}: {message}", flush=True),
+                              read_split(data_dir, "train", load_taxonomy()))
     if fitted is None:
         raise ValueError("--method none fits nothing")
     info.ood = save_ood(run_dir, fitted)
@@ -66,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model_training.fit_ood", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint dirs or parents of them")
     parser.add_argument("--data", required=True, help="the challenge layout the checkpoints were trained on")
-    parser.add_argument("--method", default="mahalanobis", choices=["mahalanobis", "knn", "energy"],
-                        help="(default: mahalanobis)")
+    parser.add_argument("--method", default="composite", choices=["composite", "mahalanobis", "knn", "energy"],
+                        help="(default: composite)")
     parser.add_argument("--false-alarm-rate", type=float, default=0.05,
                         help="share of held-out in-distribution images flagged (default: 0.05)")
     parser.add_argument("--k", type=int, default=5, help="neighbour rank for knn (default: 5)")

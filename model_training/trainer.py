@@ -119,9 +119,10 @@ class Training:
         return self.ema.module if self.ema is not None else self.model
 
 
-def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows: Sequence[LabelRow],
-                   run_dir: Path, target_rows: Sequence[LabelRow] = ()) -> dict[str, Any]:
-    """Train, tune and save one category's checkpoint in ``run_dir``; returns its validation metrics."""
+def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows: Sequence[LabelRow], run_dir: Path,
+                   target_rows: Sequence[LabelRow] = (), other_rows: Sequence[LabelRow] = ()) -> dict[str, Any]:
+    """Train, tune and save one category's checkpoint in ``run_dir``; returns its validation metrics
+    (``other_rows``: the data's other categories, which the OOD detector's category check contrasts with)."""
     started = time.time()
     finished = completed_metrics(cfg, runtime, category, run_dir)
     if finished is not None:
@@ -146,7 +147,7 @@ def train_category(cfg: TrainConfig, runtime: Runtime, category: Category, rows:
         train_set = feature_set(run, rows, split, loaders.t1_set)
         heads = finetune_on_features(run, training, train_set, loaders.val)
         decoding = tune_decoding(cfg, runtime, category, heads, split.targets[split.train], counts)
-        ood = fit_category_ood(cfg, training.model, train_set, loaders.val, runtime.device, run.log)
+        ood = fit_category_ood(cfg, training.model, train_set, loaders.val, runtime.device, run.log, other_rows)
         metrics = write_checkpoint(run, training.model, split, heads, decoding, ood)
     # The other ranks wait for rank 0 here instead of entering the next category's collectives, where
     # rank 0's T2 could outlast the training group's timeout.
@@ -380,7 +381,7 @@ def train(cfg: TrainConfig) -> int:
             continue
         run_dir = out / category.slug if cfg.category == "all" else out
         targets = [r for r in test_rows if r.category == name]
-        summary[name] = train_category(cfg, runtime, category, selected, run_dir, targets)
+        summary[name] = train_category(cfg, runtime, category, selected, run_dir, targets, rows)
     if runtime.is_main:
         scored = [m["val_score"] for m in summary.values() if m]
         result = {"val_score_mean": float(np.mean(scored)) if scored else None,

@@ -7,7 +7,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 
+from catalog.dataset import LabelRow
 from catalog.manifest import OOD_OUTPUT, load_manifest
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import load_taxonomy
@@ -20,9 +22,13 @@ from model_training.ood import (
     OOD_WEIGHTS_NAME,
     FittedOod,
     OodDetector,
+    OodFeatures,
     Scored,
+    contrast_sets,
+    fit_composite,
     fit_detector,
     fit_ood,
+    input_statistics,
     load_ood,
     save_ood,
     threshold_at,
@@ -41,7 +47,7 @@ def gaussian(n: int, dim: int = 16, shift: float = 0.0, seed: int = 0) -> torch.
 @pytest.mark.parametrize("method", ["mahalanobis", "knn"])
 def test_threshold_flags_its_false_alarm_rate_of_a_held_out_split_and_most_far_images(method):
     train, val, held_out = gaussian(2000, seed=1), gaussian(2000, seed=2), gaussian(4000, seed=3)
-    fitted = fit_ood(method, train, val, {}, 0.05, k=5)
+    fitted = fit_ood(method, OodFeatures(train), OodFeatures(val), 0.05, k=5)
     with torch.no_grad():
         false_alarms = float((fitted.detector(held_out, {}) > fitted.threshold).float().mean())
         detected = float((fitted.detector(gaussian(500, shift=8.0, seed=4), {}) > fitted.threshold).float().mean())
@@ -88,13 +94,18 @@ def test_threshold_refuses_nonsense():
         OodDetector("softmax", {})
 
 
+def seen_through(model, pixels):
+    with torch.no_grad():
+        features = model.features(pixels)
+        return OodFeatures(model.pooled(features), model.forward_heads(features), input_statistics(pixels))
+
+
 def trained_checkpoint(folder, method="mahalanobis"):
     torch.manual_seed(0)
     model = CategoryModel(build_backbone("convnext-test"), value_orders_for(MEN), head_hidden=16).eval()
-    with torch.no_grad():
-        pooled = model.pooled(model.features(torch.randn(64, 3, 32, 32)))
-        val_features = model.features(torch.randn(20, 3, 32, 32))
-        fitted = fit_ood(method, pooled, model.pooled(val_features), model.forward_heads(val_features), 0.1)
+    contrast = [seen_through(model, torch.randn(30, 3, 32, 32) * 0.5 + 1.0).pooled]
+    fitted = fit_ood(method, seen_through(model, torch.randn(64, 3, 32, 32)),
+                     seen_through(model, torch.randn(20, 3, 32, 32)), 0.1, contrast=contrast)
     info = make_info(model, MEN, SPEC, "convnext-test", ood=save_ood(folder, fitted))
     return save_checkpoint(folder, model, info), fitted
 
@@ -125,7 +136,7 @@ def test_a_checkpoint_without_a_detector_keeps_loading_without_a_score(tmp_path)
         assert OOD_OUTPUT not in predictor.model(torch.zeros(1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("method", ["mahalanobis", "knn", "energy"])
+@pytest.mark.parametrize("method", ["composite", "mahalanobis", "knn", "energy"])
 def test_exported_graph_computes_the_pytorch_score(tmp_path, method):
     run, fitted = trained_checkpoint(tmp_path / "run", method)
     result = export_checkpoint(run, tmp_path / "repo")
@@ -143,8 +154,9 @@ def test_exported_graph_computes_the_pytorch_score(tmp_path, method):
     np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-5 * abs(fitted.threshold))
 
 
-def test_int8_export_keeps_the_detector_in_fp32_and_records_its_flag_agreement(tmp_path):
-    run, _ = trained_checkpoint(tmp_path / "run")
+@pytest.mark.parametrize("method", ["composite", "mahalanobis"])
+def test_int8_export_keeps_the_detector_in_fp32_and_records_its_flag_agreement(tmp_path, method):
+    run, _ = trained_checkpoint(tmp_path / "run", method)
     result = export_checkpoint(run, tmp_path / "repo", precision="int8", force=True)
     manifest = load_manifest(result.path)
     assert "flag_agreement" in manifest.verification["int8"]["ood"]
@@ -155,8 +167,9 @@ def test_int8_export_keeps_the_detector_in_fp32_and_records_its_flag_agreement(t
     assert detector_nodes and not any("Integer" in n.op_type or "Quant" in n.op_type for n in detector_nodes)
 
 
-def test_flip_tta_scores_the_unflipped_image(tmp_path):
-    run, _ = trained_checkpoint(tmp_path / "run")
+@pytest.mark.parametrize("method", ["composite", "mahalanobis"])
+def test_flip_tta_scores_the_unflipped_image(tmp_path, method):
+    run, _ = trained_checkpoint(tmp_path / "run", method)
     plain, flipped = load_predictor([run]).model, load_predictor([run], tta_flip=True).model
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -180,3 +193,77 @@ def test_fitted_description_names_what_the_manifest_needs():
     description = FittedOod(detector, 0.5, 0.05, 40, {"train_images": 10}).describe()
     assert description == {"method": "knn", "parameters": {"k": 3}, "threshold": 0.5, "false_alarm_rate": 0.05,
                            "calibration_images": 40, "output": OOD_OUTPUT, "train_images": 10}
+
+
+def composite_features(n: int, seed: int, shift: float = 0.0, stats_shift: float = 0.0) -> OodFeatures:
+    stats = gaussian(n, dim=9, seed=seed + 100) + stats_shift
+    return OodFeatures(gaussian(n, seed=seed, shift=shift), {}, stats)
+
+
+def test_composite_category_check_flags_another_categorys_images_that_the_features_check_misses():
+    train, val, held_out = composite_features(600, 1), composite_features(600, 2), composite_features(2000, 3)
+    # Another category: a small shift along the features' narrowest direction, inside the plain spread.
+    other = gaussian(600, seed=4)
+    other[:, 0] += 1.2
+    fitted = fit_ood("composite", train, val, 0.05, contrast=[other])
+    sent_under_this_category = gaussian(1000, seed=5)
+    sent_under_this_category[:, 0] += 1.2
+    plain = fit_ood("mahalanobis", train, val, 0.05)
+    with torch.no_grad():
+        stats = gaussian(1000, dim=9, seed=6)
+        flagged = (fitted.detector.score(sent_under_this_category, {}, stats) > fitted.threshold).float().mean()
+        false_alarms = (fitted.detector.score(held_out.pooled, {}, held_out.input_stats) > fitted.threshold).float()
+        missed_by_plain = (plain.detector(sent_under_this_category, {}) <= plain.threshold).float().mean()
+    assert fitted.detector.checks == ("features", "category", "input")
+    assert missed_by_plain > 0.5  # the category check is what catches them
+    assert flagged > 0.8
+    assert 0.03 <= float(false_alarms.mean()) <= 0.08
+
+
+def smooth_images(n: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 3, 8, 8, generator=generator)
+    fine = torch.randn(n, 3, 32, 32, generator=generator) * 0.2
+    return F.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False) + fine
+
+
+def test_composite_input_check_flags_blank_noisy_and_blurred_images_whatever_the_features():
+    train = OodFeatures(gaussian(400, seed=1), {}, input_statistics(smooth_images(400, 1)))
+    val = OodFeatures(gaussian(200, seed=2), {}, input_statistics(smooth_images(200, 2)))
+    fitted = fit_ood("composite", train, val, 0.05)
+    pooled = gaussian(4, seed=3)  # features like the training images': only the pixels give them away
+    blank = torch.full((1, 3, 32, 32), 0.7)
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(9)) * 2.0
+    blurred = F.avg_pool2d(F.interpolate(smooth_images(2, 7), scale_factor=0.125, mode="area"), 1)
+    blurred = F.interpolate(blurred, size=(32, 32), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        scores = fitted.detector(pooled, {}, torch.cat([blank, noise, blurred]))
+        own = fitted.detector(gaussian(200, seed=4), {}, smooth_images(200, 4))
+    assert (scores > fitted.threshold).all(), scores
+    assert float((own > fitted.threshold).float().mean()) <= 0.12
+
+
+def test_composite_without_other_categories_omits_the_category_check_and_says_so():
+    fitted = fit_ood("composite", composite_features(100, 1), composite_features(50, 2), 0.05)
+    description = fitted.describe()
+    assert fitted.detector.checks == ("features", "input")
+    assert description["parameters"]["checks"] == ["features", "input"]
+    assert "no other categories" in description["parameters"]["omitted"]["category"]
+    with pytest.raises(ValueError, match="statistics"):
+        fitted.detector.score(gaussian(2), {})
+    with pytest.raises(ValueError, match="fit_composite"):
+        fit_detector("composite", gaussian(10))
+    with pytest.raises(ValueError, match="input statistics"):
+        fit_composite(OodFeatures(gaussian(10)), OodFeatures(gaussian(10)))
+
+
+def test_contrast_sets_sample_each_other_category_and_never_the_own(tmp_path):
+    rows = [LabelRow(i, category, {}, tmp_path / f"{i}.jpg")
+            for i, category in enumerate(["Men Tshirts"] * 5 + ["Sarees"] * 7 + ["Kurtis"] * 2)]
+    rows.append(LabelRow(99, "Sarees", {}, None))  # no image: cannot be seen through the model
+    sets = contrast_sets(rows, "Men Tshirts", SPEC, per_category=3, seed=0)
+    assert [{r.category for r in s.rows} for s in sets] == [{"Kurtis"}, {"Sarees"}]
+    assert [len(s) for s in sets] == [2, 3]
+    assert all(r.image_path is not None for s in sets for r in s.rows)
+    again = contrast_sets(rows, "Men Tshirts", SPEC, per_category=3, seed=0)
+    assert [r.id for s in again for r in s.rows] == [r.id for s in sets for r in s.rows]

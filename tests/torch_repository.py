@@ -13,7 +13,7 @@ from export.exporter import export_checkpoint
 from model_training.backbone import build_backbone
 from model_training.checkpoint import make_info, save_checkpoint
 from model_training.model import CategoryModel, value_orders_for
-from model_training.ood import fit_ood, save_ood
+from model_training.ood import OodFeatures, fit_ood, save_ood
 
 SLUG = "men_tshirts"
 SPEC = PreprocessSpec(height=32, width=32)
@@ -29,7 +29,8 @@ def tiny_checkpoint(folder: Path, *, seed: int = 0, ood: bool = True) -> Path:
         with torch.no_grad():
             pooled = model.pooled(model.features(torch.randn(64, 3, *SPEC.input_shape[1:])))
             val = model.features(torch.randn(20, 3, *SPEC.input_shape[1:]))
-            fitted = fit_ood("mahalanobis", pooled, model.pooled(val), model.forward_heads(val), 0.1)
+            held_out = OodFeatures(model.pooled(val), model.forward_heads(val))
+            fitted = fit_ood("mahalanobis", OodFeatures(pooled), held_out, 0.1)
         description = save_ood(folder, fitted)
     info = make_info(model, category, SPEC, "convnext-test", ood=description)
     return save_checkpoint(folder, model, info)
