@@ -156,6 +156,7 @@ class Supervisor:
             if worker.started in ready and not worker.serving:
                 with contextlib.suppress(EOFError):  # it exited before serving: its sentinel tells
                     worker.serving = bool(worker.started.recv())
+                    log.info("worker %d serving (pid %d)", worker.index, worker.process.pid)
             if worker.process.exitcode is not None:
                 self._reap(worker)
 
