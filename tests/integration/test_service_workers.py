@@ -9,10 +9,11 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -34,7 +35,7 @@ def serving_pids(server: Server) -> list[int]:
     return [int(pid) for pid in SERVING.findall(server.output())]
 
 
-def wait_for(condition, what: str, server: Server, timeout_s: float = 60):  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], Any], what: str, server: Server, timeout_s: float = 60) -> Any:
     deadline = time.monotonic() + timeout_s
     while not (found := condition()):
         assert server.alive(), f"server exited while waiting for {what}: {server.output()}"
