@@ -156,6 +156,8 @@ def main() -> None:
 def report(rounds: dict[int, Rounds], base: int, decode_ms: float, cores: int) -> None:
     print("runs, images/s: " + "; ".join(f"{n} worker(s) " + ", ".join(f"{v:.1f}" for v in r.rate)
                                          for n, r in rounds.items()))
+    print("busiest process's share of the service's CPU: " + "; ".join(
+        f"{n} worker(s) " + ", ".join(f"{v:.0%}" for v in r.busiest_share) for n, r in rounds.items() if n > 1))
     base_rate = statistics.median(rounds[base].rate)
     print()
     print(f"| workers | images/s | vs {base} | service CPU per image | of it preprocessing | of it event loops "

@@ -128,7 +128,7 @@ def serve(settings: Settings, log_level: str, worker: WorkerRole | None = None) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     server = DrainingServer(config, app.state.service, worker.report_started if worker else None)
-    server.run(worker.sockets if worker else None)
+    server.run(worker.listeners() if worker else None)
     return 0
 
 

@@ -1,16 +1,21 @@
-"""``WORKERS`` > 1: a parent process that binds the port and N worker processes that serve it.
+"""``WORKERS`` > 1: a parent process that holds the port and N worker processes that serve it.
 
 Each worker is a fresh interpreter (``spawn``: ONNX Runtime's thread pools do not survive a fork) that loads
 its own sessions with ``1/N`` of the CPU budget and runs the same :class:`~service.__main__.DrainingServer`
-as a single process, on the listening socket it inherits: the kernel hands each new connection to a worker
-that accepts it. The parent serves no request. What it guarantees:
+as a single process, on its own listening socket bound to the port with ``SO_REUSEPORT``: the kernel spreads
+new connections over the workers listening (by a hash of the client's address and port), and a worker
+listens only once it serves. One socket shared by every worker spreads them worse: an idle worker's event
+loop accepts every pending connection at once, so a burst of keep-alive connections can all land on one
+worker (measured in BENCHMARKS.md, "Workers"). The parent binds the port too (without listening), so it
+stays reserved while workers come and go, and serves no request. What it guarantees:
 
 - SIGTERM (or SIGINT) to the parent is forwarded once to every worker, which drains as a single process does
   (readiness 503, in-flight requests finish); the parent exits 0 once every worker has exited 0, else 1.
 - A worker that exits before it serves (a broken model, the tracing extra missing) stops the others, and the
   parent exits with its code: every worker would fail the same way.
 - A worker that dies while serving (killed, crashed) is logged as an error and replaced by a new one; the
-  others keep serving meanwhile, and its counters stay in the totals.
+  others keep serving meanwhile (connections it had accepted, or that waited in its own accept queue, are
+  lost, as with a single process), and its counters stay in the totals.
 - Metrics: ``PROMETHEUS_MULTIPROC_DIR`` is a fresh temporary folder, removed when the parent exits.
 - Workers run in their own process group, so a terminal's Ctrl-C reaches them once (from the parent), and
   they get SIGTERM if the parent itself dies.
@@ -47,9 +52,15 @@ class WorkerRole:
 
     index: int
     supervisor_pid: int
-    sockets: list[socket.socket]
+    family: int
+    address: tuple[str, int]
+    """Where the parent bound the port (its real number when the setting is 0)."""
     started: Connection
     """Written once when the worker serves (its server started, models warm)."""
+
+    def listeners(self) -> list[socket.socket]:
+        """This worker's own socket on the port (uvicorn listens on it once the app has started)."""
+        return [bind(self.family, self.address)]
 
     def report_started(self) -> None:
         self.started.send(True)
@@ -76,11 +87,12 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The port every worker accepts on; listening starts when the first worker serves."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+def bind(family: int, address: tuple[str, int]) -> socket.socket:
+    """A socket bound to the port the parent and every worker share (``SO_REUSEPORT``)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
     return sock
 
 
@@ -133,7 +145,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> Worker:
         receive, send = self._context.Pipe(duplex=False)
-        role = WorkerRole(index, os.getpid(), [self.listener], send)
+        role = WorkerRole(index, os.getpid(), self.listener.family, self.listener.getsockname()[:2], send)
         process = self._context.Process(target=worker_main, args=(self.settings, self.log_level, role),
                                         name=f"catalog-worker-{index}")
         process.start()
@@ -169,7 +181,7 @@ class Supervisor:
         for worker in self.workers:
             if worker.process.exitcode is None and worker.process.pid is not None:
                 os.kill(worker.process.pid, sig)
-        self.listener.close()  # the port closes once the workers have closed theirs too
+        self.listener.close()  # never listened: the port closes as the workers close theirs
 
     def _reap(self, worker: Worker) -> None:
         from prometheus_client.multiprocess import mark_process_dead
@@ -196,14 +208,16 @@ class Supervisor:
 
 def supervise(settings: Settings, log_level: str) -> int:
     """``python -m service`` with ``WORKERS`` > 1: the parent's whole life; returns its exit code."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     try:
-        listener = bind(settings.host, settings.port)
+        listener = bind(family, (settings.host, settings.port))
     except OSError as error:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {error}", file=sys.stderr)
         return 1
     metrics_dir = tempfile.mkdtemp(prefix="catalog-metrics-")
     os.environ[METRICS_DIR_VARIABLE] = metrics_dir  # inherited by the workers
-    log.info("%d workers on %s:%d (metrics in %s)", settings.workers, settings.host, settings.port, metrics_dir)
+    log.info("%d workers on %s:%d (metrics in %s)", settings.workers, settings.host, listener.getsockname()[1],
+             metrics_dir)
     try:
         return Supervisor(settings, log_level, listener).run()
     finally:
