@@ -145,10 +145,11 @@ class Settings(BaseSettings):
     ``OTEL_EXPORTER_OTLP_ENDPOINT``; needs the ``tracing`` extra (start-up fails without it)."""
 
     workers: int = Field(default=1, ge=1, le=64)
-    """HTTP processes serving one port (``python -m service``): each loads its own sessions and takes
-    ``1/workers`` of the CPU budget for its thread pools (``session_threads``, ``preprocess_threads``); the
-    parent process binds the port, restarts a worker that dies and drains them all on SIGTERM. Refused with
-    a GPU provider: each process would hold its own copy of every model on the device."""
+    """HTTP processes serving one port (``python -m service``; ``service/workers.py``): each loads its own
+    sessions and takes ``1/workers`` of the CPU budget for its thread pools (``session_threads``,
+    ``preprocess_threads``), and the per-process limits (queue size, connections, preprocessing memory) apply
+    to each; the parent holds the port, replaces a worker that dies and drains them all on SIGTERM. Refused
+    with a GPU provider: each process would hold its own copy of every model on the device."""
 
     host: str = "127.0.0.1"
     """Interface ``python -m service`` listens on."""
