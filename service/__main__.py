@@ -10,8 +10,9 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -26,16 +27,26 @@ from service.request_context import access_log, configure_logging
 from service.settings import ENV_PREFIX, Settings
 from service.tracing import configure_exporter
 
+if TYPE_CHECKING:
+    from service.workers import WorkerRole
+
 
 class DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT, readiness turns 503 and new predictions are refused *before* uvicorn stops
     listening and waits (up to the drain timeout) for in-flight requests; the lifespan then drains the
     batchers and the process exits."""
 
-    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
+    def __init__(self, config: uvicorn.Config, state: ServiceState,
+                 on_started: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self._state = state
         self._exit_at: float | None = None
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._state.begin_drain()
@@ -75,8 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             field = ".".join(str(p) for p in problem["loc"]) or "settings"
             print(f"error: invalid setting {field}: {problem['msg']}", file=sys.stderr)
         return 2
+    if settings.workers > 1:
+        from service.workers import supervise
+
+        return supervise(settings, args.log_level)
+    return serve(settings, args.log_level)
+
+
+def serve(settings: Settings, log_level: str, worker: WorkerRole | None = None) -> int:
+    """Load the models, then serve until a signal has drained the server: this process alone, or as one of
+    ``WORKERS`` processes on the listening socket the parent hands it."""
     access_log.disabled = not settings.access_log
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(supervisor_pid=worker.supervisor_pid if worker else None)
     predictor = create_predictor(settings, metrics)
     try:
         predictor.load()  # before binding the port, so a broken model is a clear message and exit 1
@@ -92,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     app = create_app(settings, predictor, metrics)
     shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
-    print(f"serving {len(predictor.models())} models from {settings.repository}: open http://{shown_host}:"
-          f"{settings.port} to try them (API docs at /docs, metrics at /metrics)", flush=True)
+    if worker is None or worker.index == 0:
+        print(f"serving {len(predictor.models())} models from {settings.repository}: open http://{shown_host}:"
+              f"{settings.port} to try them (API docs at /docs, metrics at /metrics)", flush=True)
     # The drain timeout bounds uvicorn's wait for in-flight requests (a float works: it goes to
     # asyncio.wait_for); the lifespan then gets what is left of it for the batchers.
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                             timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
                             access_log=False, timeout_keep_alive=settings.keep_alive_timeout_s,
                             http=guarded_protocol(settings.max_head_bytes, settings.head_timeout_s),
@@ -105,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     # plain successful exit, so the handlers it restores and re-raises into are no-ops.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config, app.state.service).run()
+    server = DrainingServer(config, app.state.service, worker.report_started if worker else None)
+    server.run(worker.listeners() if worker else None)
     return 0
 
 

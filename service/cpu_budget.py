@@ -63,3 +63,9 @@ def cpu_budget(root: Path | None = None) -> int:
     if quota is None:
         return available
     return max(1, min(available, math.ceil(quota)))
+
+
+def worker_share(budget: int, workers: int) -> int:
+    """One worker process's share of ``budget`` cores when ``workers`` processes serve side by side: rounded
+    down, so N workers' thread pools together never ask for more cores than the budget (at least 1)."""
+    return max(1, budget // workers)

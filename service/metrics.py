@@ -1,5 +1,12 @@
 """Every Prometheus metric the service exports, declared here and nowhere else, on a registry per app
-(so tests can build many apps). Names carry base units (``_seconds``, ``_total``); buckets are fixed."""
+(so tests can build many apps). Names carry base units (``_seconds``, ``_total``); buckets are fixed.
+
+With ``WORKERS`` > 1 each worker process writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` (set by
+the parent before any worker imports prometheus_client) and ``/metrics``, from whichever worker answers,
+merges every worker's files: counters and histograms are summed over every worker that ever ran (a restarted
+worker's counts stay), gauges over the live ones by their ``multiprocess_mode``. Python's GC metrics are
+per process and are left out there; CPU and memory are those of the whole process tree (``process_tree``).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from service.process_tree import ProcessTreeCollector
 from service.schemas import AttributeResult, Conflict, OutOfDistribution
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -28,12 +38,16 @@ disable_created_metrics()
 
 
 class ServiceMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, supervisor_pid: int | None = None) -> None:
+        """``supervisor_pid``: in a worker process (``WORKERS`` > 1), the parent's pid, whose process tree
+        the exposition reports CPU and memory of."""
         self.registry = registry or CollectorRegistry()
+        self._supervisor_pid = supervisor_pid
         r = self.registry
-        # Process (CPU, memory, open files), Python platform and GC metrics, as the default registry has.
-        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-            r.register(collector)
+        if supervisor_pid is None:
+            # Process (CPU, memory, open files), Python platform and GC metrics, as the default registry has.
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                r.register(collector)
         self.request_seconds = Histogram(
             "catalog_http_request_duration_seconds", "HTTP request latency by route template and status.",
             ["route", "method", "status"], buckets=LATENCY_BUCKETS_S, registry=r)
@@ -48,11 +62,12 @@ class ServiceMetrics:
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.batch_size = Histogram(
             "catalog_batch_size", "Images per model call.", ["model"], buckets=BATCH_BUCKETS, registry=r)
+        # The multiprocess modes apply with WORKERS > 1 only: the service's load is the sum over its workers.
         self.queue_depth = Gauge(
-            "catalog_queue_depth", "Images waiting for a batch.", ["model"], registry=r)
+            "catalog_queue_depth", "Images waiting for a batch.", ["model"], registry=r, multiprocess_mode="livesum")
         self.admitted = Gauge(
             "catalog_admitted_images", "Images admitted and not yet answered (preprocessing, queued or running).",
-            ["model"], registry=r)
+            ["model"], registry=r, multiprocess_mode="livesum")
         self.images_total = Counter(
             "catalog_images_processed_total", "Images run through a model (rate() gives images/s).",
             ["model"], registry=r)
@@ -75,10 +90,22 @@ class ServiceMetrics:
             ["model"], registry=r)
         self.model_info = Gauge(
             "catalog_model_info", "Loaded model (value 1), with its version, precision and execution provider.",
-            ["model", "version", "precision", "provider"], registry=r)
+            ["model", "version", "precision", "provider"], registry=r, multiprocess_mode="livemax")
+        # With several workers a request may land on any of them: the model is ready when every live one
+        # serves it.
         self.model_ready = Gauge(
             "catalog_model_ready", "1 when the model serves, 0 when it failed to load or the server drains.",
-            ["model"], registry=r)
+            ["model"], registry=r, multiprocess_mode="livemin")
+
+    def exposition(self) -> bytes:
+        """The text ``/metrics`` answers: this registry, or with several workers every worker's values."""
+        if self._supervisor_pid is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        merged.register(PLATFORM_COLLECTOR)
+        merged.register(ProcessTreeCollector(self._supervisor_pid))
+        return generate_latest(merged)
 
     def observe_timings(self, model: str, preprocess_s: float, queue_wait_s: float) -> None:
         """One image's per-request timings, whatever route it came by."""

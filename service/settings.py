@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.cpu_budget import cpu_budget
+from service.cpu_budget import cpu_budget, worker_share
 from service.preprocess_memory import DEFAULT_LIMIT_BYTES
 
 ENV_PREFIX = "CATALOG_SERVICE_"
@@ -24,6 +24,7 @@ Backend = Literal["onnxruntime", "torch"]
 TorchDevice = Literal["auto", "cpu", "cuda"]
 TorchDtype = Literal["auto", "float32", "float16", "bfloat16"]
 TorchCompile = Literal["off", "default", "reduce-overhead", "max-autotune"]
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 def _split(value: Any) -> Any:
@@ -93,11 +94,12 @@ class Settings(BaseSettings):
     ``torchvision.io.decode_jpeg``), a batch at a time, then resize and normalise there; other formats are
     preprocessed on the CPU as usual. Start-up fails when torchvision or CUDA is missing."""
     session_threads: int = Field(default=0, ge=0, le=256)
-    """Intra-op threads per model session; 0 uses the container's CPU budget (its cgroup quota, else the
-    cores available; at most 8)."""
+    """Intra-op threads per model session; 0 uses each worker process's share of the container's CPU budget
+    (its cgroup quota, else the cores available, divided by ``workers`` and rounded down; at least 1, at
+    most 8)."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
-    """Threads that preprocess uploads (decode the file, resize, normalise); 0 uses the container's CPU
-    budget (its cgroup quota, else the cores available)."""
+    """Threads that preprocess uploads (decode the file, resize, normalise), per worker process; 0 uses each
+    worker's share of the container's CPU budget (divided by ``workers``, rounded down, at least 1)."""
     preprocess_alone_when_idle: bool | None = None
     """With ``max_queue_delay_s`` 0, a request that finds its model idle (nothing queued or running) is
     preprocessed and run in one call on the model's worker thread: one thread hop instead of two, which
@@ -165,6 +167,13 @@ class Settings(BaseSettings):
     tracing: bool = False
     """OpenTelemetry spans per request (read, preprocess, queue, compute), sent by OTLP/HTTP to
     ``OTEL_EXPORTER_OTLP_ENDPOINT``; needs the ``tracing`` extra (start-up fails without it)."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """HTTP processes serving one port (``python -m service``; ``service/workers.py``): each loads its own
+    sessions and takes ``1/workers`` of the CPU budget for its thread pools (``session_threads``,
+    ``preprocess_threads``), and the per-process limits (queue size, connections, preprocessing memory) apply
+    to each; the parent holds the port, replaces a worker that dies and drains them all on SIGTERM. Refused
+    with a GPU provider: each process would hold its own copy of every model on the device."""
 
     host: str = "127.0.0.1"
     """Interface ``python -m service`` listens on."""
@@ -252,6 +261,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"versions pinned for {stray}, which are not in categories {self.categories}")
         return self
 
+    @model_validator(mode="after")
+    def _one_process_per_gpu(self) -> Settings:
+        if self.workers > 1 and self.backend == "torch" and self.torch_device != "cpu":
+            raise ValueError(
+                f"workers={self.workers} with the torch backend on torch_device={self.torch_device!r} could load every "
+                f"model {self.workers} times onto one GPU; serve a GPU with {ENV_PREFIX}WORKERS=1, or set "
+                f"{ENV_PREFIX}TORCH_DEVICE=cpu to run the workers on the CPU")
+        on_gpu = [p for p in self.providers if p in GPU_PROVIDERS] if self.backend == "onnxruntime" else []
+        if self.workers > 1 and on_gpu:
+            raise ValueError(
+                f"workers={self.workers} with {on_gpu[0]} would load every model {self.workers} times onto one "
+                f"GPU (one copy per process); serve a GPU with {ENV_PREFIX}WORKERS=1, or set "
+                f"{ENV_PREFIX}EXECUTION_PROVIDERS=CPUExecutionProvider to run the workers on the CPU")
+        return self
+
     @property
     def providers(self) -> list[str]:
         """The providers sessions are created with, best first, always ending with CPU."""
@@ -264,8 +288,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_session_threads(self) -> int:
-        return self.session_threads or min(cpu_budget(), 8)
+        return self.session_threads or min(worker_share(cpu_budget(), self.workers), 8)
 
     @property
     def resolved_preprocess_threads(self) -> int:
-        return self.preprocess_threads or cpu_budget()
+        return self.preprocess_threads or worker_share(cpu_budget(), self.workers)

@@ -51,7 +51,7 @@ class Server:
 
 
 def start(repository: Path, log_dir: Path, env: dict[str, str] | None = None, wait_ready: bool = True,
-          timeout_s: float = 60) -> Server:
+          timeout_s: float = 60, log_level: str = "warning") -> Server:
     port = free_port()
     settings = {"CATALOG_SERVICE_SESSION_THREADS": "1", "CATALOG_SERVICE_PREPROCESS_THREADS": "1", **(env or {})}
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CATALOG_SERVICE_")} | settings
@@ -59,7 +59,7 @@ def start(repository: Path, log_dir: Path, env: dict[str, str] | None = None, wa
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "service", "--repository", str(repository), "--port", str(port),
-             "--log-level", "warning"],
+             "--log-level", log_level],
             cwd=ROOT, env=environment, stdout=handle, stderr=subprocess.STDOUT,
         )
     server = Server(process, f"http://127.0.0.1:{port}", log, port, settings)

@@ -99,3 +99,16 @@ def test_the_real_predictor_sizes_its_pools_by_the_quota(cgroup):
         assert session.get_session_options().intra_op_num_threads == 3
     finally:
         predictor._preprocess_pool.shutdown()
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(1, (8, NODE_CORES)), (2, (8, 8)), (3, (5, 5)), (4, (4, 4)),
+                                                  (32, (1, 1))])
+def test_workers_split_the_budget_rounding_down(cgroup, tmp_path, workers, threads):
+    # 16 cores: N workers' pools together never ask for more than the 16 (at least one thread each).
+    settings = Settings(repository=tmp_path, workers=workers)
+    assert (settings.resolved_session_threads, settings.resolved_preprocess_threads) == threads
+
+
+def test_pinned_threads_are_per_worker(cgroup, tmp_path):
+    settings = Settings(repository=tmp_path, workers=4, session_threads=2, preprocess_threads=6)
+    assert (settings.resolved_session_threads, settings.resolved_preprocess_threads) == (2, 6)

@@ -39,3 +39,22 @@ def test_nonsense_is_rejected_naming_the_value(tmp_path, changes, message):
     with pytest.raises(ValidationError) as caught:
         Settings(**{"repository": tmp_path, **changes})
     assert message in str(caught.value)
+
+
+def test_several_workers_on_a_gpu_are_refused_naming_the_way_out(tmp_path, monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ValidationError) as error:
+        Settings(repository=tmp_path, workers=2)  # CUDA is picked by default where it is available
+    assert "workers=2 with CUDAExecutionProvider would load every model 2 times" in str(error.value)
+    assert "CATALOG_SERVICE_WORKERS=1" in str(error.value)
+    assert Settings(repository=tmp_path, workers=2, execution_providers=["CPUExecutionProvider"]).workers == 2
+    assert Settings(repository=tmp_path, workers=1).providers[0] == "CUDAExecutionProvider"
+
+
+def test_several_workers_with_the_torch_backend_need_it_pinned_to_the_cpu(tmp_path):
+    with pytest.raises(ValidationError, match="torch_device='auto' could load every model 2 times"):
+        Settings(repository=tmp_path, workers=2, backend="torch")
+    assert Settings(repository=tmp_path, workers=2, backend="torch", torch_device="cpu").workers == 2

@@ -1,0 +1,176 @@
+"""The front end's capacity: images/s of 800x1000 JPEG uploads to a near-free model (global pooling and one
+linear layer per attribute, so nearly all the CPU is the HTTP front end and the JPEG decode), for 1 and 2
+worker processes (``WORKERS``), in one run on one machine.
+
+    .venv/bin/python benchmarks/bench_workers.py [--workers 1 2] [--duration 5] [--rounds 3]
+
+Every server runs side by side for the whole run and the rounds interleave them (this VM's speed drifts
+between seconds), each at saturation: ``--concurrency`` keep-alive connections from the minimal asyncio
+client of ``bench_service.py``, which shares the machine, so its CPU is reported too. Also reported: the
+service's CPU per image (the parent and every worker), each worker's share of it (how evenly the kernel
+spreads connections), and the CPU one decode costs in-process (what a front end that decodes for a separate
+inference process would still spend per image). A measuring script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_service import LIMITS, Server, load, make_jpegs, own_cpu_s, raw_request  # noqa: E402
+from benchmarks.onnx_factory import write_version  # noqa: E402
+from catalog.manifest import load_manifest, resolve_version  # noqa: E402
+from service.images import preprocess_upload  # noqa: E402
+from service.process_tree import children  # noqa: E402
+
+SLUG = "men_tshirts"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has used (all cores, ``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS  # less idle and I/O wait
+
+
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU seconds of a process (all its threads), or of one of its threads."""
+    path = Path(f"/proc/{pid}/stat") if thread is None else Path(f"/proc/{pid}/task/{thread}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class WorkersServer(Server):
+    """``python -m service`` with its CPU counted over the parent and every worker (and their helpers)."""
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *children(self.process.pid)]
+
+    def per_process_cpu_s(self, main_thread: bool = False) -> dict[int, float]:
+        """By pid: the process's CPU seconds, or its main thread's (the event loop's, in a worker)."""
+        found = {}
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # exited meanwhile
+                found[pid] = process_cpu_s(pid, pid if main_thread else None)
+        return found
+
+    def cpu_seconds(self) -> float:
+        return sum(self.per_process_cpu_s().values())
+
+
+@dataclass
+class Rounds:
+    rate: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    client_cores: list[float] = field(default_factory=list)
+    busiest_share: list[float] = field(default_factory=list)
+    """The busiest process's share of the service's CPU in the round (0.5 is an even split of 2 workers)."""
+    service_cores: list[float] = field(default_factory=list)
+    others_cores: list[float] = field(default_factory=list)
+    """CPU of everything else on the machine (other users of these cores) during the round."""
+    loop_ms: list[float] = field(default_factory=list)
+    """CPU per image of the workers' main threads, which run the event loop: the part of a worker's work
+    that cannot spread over more cores (preprocessing and inference run in pools, mostly without the GIL)."""
+
+
+def decode_cpu_ms(jpegs: list[bytes], repository: Path, repeats: int = 3) -> float:
+    """CPU milliseconds of one upload's preprocessing (decode, resize, normalise), in this process."""
+    spec = load_manifest(resolve_version(repository, SLUG)).preprocess_spec()
+    before = own_cpu_s()
+    for _ in range(repeats):
+        for data in jpegs:
+            preprocess_upload(data, spec, LIMITS)
+    return (own_cpu_s() - before) / (repeats * len(jpegs)) * 1e3
+
+
+def measure_round(server: WorkersServer, requests: list[bytes], concurrency: int, duration_s: float,
+                  into: Rounds) -> None:
+    before, loop_before = server.per_process_cpu_s(), server.per_process_cpu_s(main_thread=True)
+    client_before, machine_before, started = own_cpu_s(), machine_busy_s(), time.perf_counter()
+    result = asyncio.run(load(server, requests, concurrency, duration_s))
+    elapsed = time.perf_counter() - started
+    client = own_cpu_s() - client_before
+    after = server.per_process_cpu_s()
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    loop_after = server.per_process_cpu_s(main_thread=True)
+    loop_s = sum(loop_after[p] - loop_before.get(p, 0.0) for p in loop_after)
+    into.loop_ms.append(result.cpu_ms_per_image * loop_s / max(sum(used.values()), 1e-9))
+    into.client_cores.append(client / elapsed)
+    into.service_cores.append(sum(used.values()) / elapsed)
+    into.others_cores.append((machine_busy_s() - machine_before - client - sum(used.values())) / elapsed)
+    into.rate.append(result.rate)
+    into.cpu_ms.append(result.cpu_ms_per_image)
+    into.busiest_share.append(max(used.values()) / max(sum(used.values()), 1e-9))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="WORKERS values to compare")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured load phase")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--concurrency", type=int, default=32, help="keep-alive connections at saturation")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(800, 1000), metavar=("W", "H"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a service setting for every server, e.g. --set session_threads=1 (repeatable)")
+    args = parser.parse_args()
+
+    cores = os.cpu_count() or 1
+    jpegs = make_jpegs(16, tuple(args.image_size))
+    requests = [raw_request(data, SLUG) for data in jpegs]
+    settings = dict(kv.split("=", 1) for kv in args.set)
+    with tempfile.TemporaryDirectory() as folder:
+        repository = Path(folder)
+        write_version(repository, SLUG, size=224)  # no convolutions: pooling and the heads only
+        decode_ms = decode_cpu_ms(jpegs, repository)
+        print(f"{cores} CPU cores; uploads {args.image_size[0]}x{args.image_size[1]} JPEG "
+              f"(~{sum(map(len, jpegs)) // len(jpegs) // 1024} KiB); preprocessing one costs {decode_ms:.1f} ms "
+              "of CPU in-process", flush=True)
+        servers = {n: WorkersServer(repository, SLUG, workers=n, **settings) for n in args.workers}
+        rounds = {n: Rounds() for n in args.workers}
+        try:
+            for server in servers.values():  # warm every worker's pools and caches
+                asyncio.run(load(server, requests, args.concurrency, 1.0, warmup_s=0.5))
+            for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
+                for n, server in servers.items():
+                    measure_round(server, requests, args.concurrency, args.duration, rounds[n])
+                    time.sleep(0.5)
+        finally:
+            for server in servers.values():
+                server.stop()
+    report(rounds, args.workers[0], decode_ms, cores)
+
+
+def report(rounds: dict[int, Rounds], base: int, decode_ms: float, cores: int) -> None:
+    print("runs, images/s: " + "; ".join(f"{n} worker(s) " + ", ".join(f"{v:.1f}" for v in r.rate)
+                                         for n, r in rounds.items()))
+    print("busiest process's share of the service's CPU: " + "; ".join(
+        f"{n} worker(s) " + ", ".join(f"{v:.0%}" for v in r.busiest_share) for n, r in rounds.items() if n > 1))
+    base_rate = statistics.median(rounds[base].rate)
+    print()
+    print(f"| workers | images/s | vs {base} | service CPU per image | of it preprocessing | of it event loops "
+          "(ceiling: images/s) | busiest process's share of the service's CPU | cores used "
+          f"(of {cores}): service / load generator / other processes |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for n, r in rounds.items():
+        rate, cpu_ms, loop_ms = statistics.median(r.rate), statistics.median(r.cpu_ms), statistics.median(r.loop_ms)
+        print(f"| {n} | {rate:.1f} | {rate / base_rate:.2f}x | {cpu_ms:.1f} ms | {decode_ms / cpu_ms:.0%} | "
+              f"{loop_ms:.1f} ms ({n * 1e3 / loop_ms:.0f}) | "
+              f"{statistics.median(r.busiest_share):.0%} | {statistics.median(r.service_cores):.2f} / "
+              f"{statistics.median(r.client_cores):.2f} / {statistics.median(r.others_cores):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
