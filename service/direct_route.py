@@ -13,6 +13,7 @@ on the app, so the OpenAPI document is unchanged.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -23,7 +24,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Handler = Callable[[Request, Exception], Awaitable[Response]]
+Handler = Callable[[Request, Exception], Any]
+"""An exception handler as FastAPI keeps them (ours are all coroutine functions)."""
 
 PATH, METHOD = "/predict", "POST"
 
@@ -63,7 +65,8 @@ class DirectRoute:
             handler = self._handler_for(error)
             if handler is None:
                 raise
-            response = await handler(request, error)
+            answer = handler(request, error)
+            response = await answer if inspect.isawaitable(answer) else answer
         await response(scope, receive, send)
 
     def _handler_for(self, error: Exception) -> Handler | None:
@@ -76,6 +79,6 @@ class DirectRoute:
 
 def find_route(router: APIRouter, path: str, method: str) -> APIRoute:
     for route in router.routes:
-        if isinstance(route, APIRoute) and route.path == path and method in route.methods:
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
             return route
     raise LookupError(f"the router has no {method} {path} route")
