@@ -79,6 +79,14 @@ def latency_pairs(ports: dict[str, int], path: str, data: bytes, pairs: int) -> 
     return seconds
 
 
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time of a process (all its threads), or of one of its threads (the main thread's id is the pid:
+    the event loop's)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput_window(port: int, path: str, data: bytes, seconds: float, clients: int = 16) -> float:
     done = [0]
     lock = threading.Lock()
@@ -120,9 +128,16 @@ def main() -> None:
     try:
         latencies = latency_pairs(ports, path, data, args.pairs)
         rates: dict[str, list[float]] = {"old": [], "new": []}
+        cpu_ms: dict[str, list[float]] = {"old": [], "new": []}
+        loop_ms: dict[str, list[float]] = {"old": [], "new": []}
         for i in range(args.windows):
             for name in sorted(ports, reverse=bool(i % 2)):
+                pid = servers[name][0].pid
+                before = cpu_seconds(pid), cpu_seconds(pid, pid)
                 rates[name].append(throughput_window(ports[name], path, data, args.window_seconds))
+                requests = max(rates[name][-1] * args.window_seconds, 1)
+                cpu_ms[name].append((cpu_seconds(pid) - before[0]) / requests * 1e3)
+                loop_ms[name].append((cpu_seconds(pid, pid) - before[1]) / requests * 1e3)
     finally:
         for process, _ in servers.values():
             process.terminate()
@@ -135,6 +150,10 @@ def main() -> None:
     print(f"| images/s at concurrency 16, {args.windows} windows of {args.window_seconds:g} s | "
           f"{statistics.median(rates['old']):.1f} | {statistics.median(rates['new']):.1f} | "
           f"{statistics.median(rates['new']) / statistics.median(rates['old']):.2f}x (ratio of medians) |")
+    for label, values in (("server CPU per request at concurrency 16", cpu_ms),
+                          ("of it, the event-loop thread's", loop_ms)):
+        old, new = statistics.median(values["old"]), statistics.median(values["new"])
+        print(f"| {label} | {old:.2f} ms | {new:.2f} ms | {new - old:+.2f} ms (medians of windows) |")
     print(f"\nwindows, images/s: old {[round(r, 1) for r in rates['old']]}; new {[round(r, 1) for r in rates['new']]}")
 
 

@@ -12,9 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import __version__
 from service.backends import create_predictor
+from service.direct_route import METHOD, PATH, DirectRoute, ServiceApp, find_route
 from service.error_handlers import install_error_handlers
 from service.metrics import ServiceMetrics
-from service.middleware import form_limits, install_middleware
+from service.middleware import form_limits, install_middleware, middleware_chain, wrap
 from service.pipeline import ServiceState
 from service.predictor import Predictor
 from service.routes import api, docs, ui, v2
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
             state.begin_drain()
             await state.predictor.stop(state.lifecycle.drain_left_s())
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Catalog attributes", version=__version__, lifespan=lifespan,
         description="Predicts Meesho catalog attributes from product images and flags supplier mismatches.",
         form_limits=form_limits(settings),  # type: ignore[arg-type]
@@ -66,5 +67,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.mount("/static", ui.static_files(), name="static")
     app.mount(docs.ASSETS_PATH, docs.assets(), name="docs-assets")
     install_error_handlers(app, metrics)
-    install_middleware(app, settings, metrics, state.lifecycle, state.tracing)
+    chain = middleware_chain(settings, metrics, state.lifecycle, state.tracing)
+    install_middleware(app, chain)
+    if not settings.tracing:  # FastAPI's request span is made in the layers the direct route skips
+        app.direct = wrap(DirectRoute(find_route(api.router, PATH, METHOD), app.exception_handlers), chain)
     return app

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLargeError, RequestTimeoutError, ShuttingDownError, to_http
@@ -237,11 +238,25 @@ def form_limits(settings: Settings) -> dict[str, int]:
             "max_part_size": MAX_FIELD_BYTES}
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle,
-                       tracing: Tracing) -> None:
-    """The body cap and deadline, request timing and tracing, and CORS when configured."""
-    app.add_middleware(HttpMiddleware, metrics=metrics, limit=body_limit(settings),
-                       body_timeout_s=settings.body_timeout_s, lifecycle=lifecycle, tracing=tracing)
+def middleware_chain(settings: Settings, metrics: ServiceMetrics, lifecycle: Lifecycle,
+                     tracing: Tracing) -> list[Middleware]:
+    """Outermost first: CORS when configured, then the body cap and deadline, request timing and tracing."""
+    chain = [Middleware(HttpMiddleware, metrics=metrics, limit=body_limit(settings),
+                        body_timeout_s=settings.body_timeout_s, lifecycle=lifecycle, tracing=tracing)]
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600)
+        chain.insert(0, Middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                                   allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600))
+    return chain
+
+
+def install_middleware(app: FastAPI, chain: list[Middleware]) -> None:
+    """The chain around every route of the app."""
+    for middleware in reversed(chain):  # add_middleware puts each one outside those added before
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
+
+
+def wrap(app: ASGIApp, chain: list[Middleware]) -> ASGIApp:
+    """``app`` inside the chain, for a route the server reaches without FastAPI (``service/direct_route.py``)."""
+    for middleware in reversed(chain):
+        app = middleware.cls(app, *middleware.args, **middleware.kwargs)
+    return app
