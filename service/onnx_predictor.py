@@ -1,5 +1,5 @@
 """The model repository served with ONNX Runtime: load and check every category's manifest and ONNX
-file, then one session and one batcher per model (the :class:`~service.predictor.Predictor` protocol)."""
+file, then its sessions and one batcher per model (the :class:`~service.predictor.Predictor` protocol)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,9 @@ from service.settings import Settings
 log = logging.getLogger("service.onnx_predictor")
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptions:
+    """``spinning``: the intra-op threads spin between the parallel parts of a call instead of sleeping,
+    and stop spinning when the call returns (see :class:`Sessions`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # One model call at a time per session: parallelism comes from intra-op threads, and more
@@ -33,10 +36,54 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning workers burn a core after every run; they would steal it from preprocessing and keep an
-    # idle service busy.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning workers burn a core for a while after every run; they would steal it from preprocessing
+    # and keep an idle service busy. Spinning sessions stop it when the call returns.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """One model's ONNX Runtime sessions. ``sleeping`` (intra-op threads sleep between the parallel parts
+    of a call) runs batches that share the cores with uploads being preprocessed; ``spinning`` (threads
+    spin during a call and stop when it returns), when the model has one, runs a batch that is all the
+    model has to do. Waking sleeping threads costs every parallel part of a call: 38 against 46 ms for
+    one ConvNeXt-tiny image (BENCHMARKS.md); spinning beside preprocessing slows the pipeline instead."""
+
+    sleeping: ort.InferenceSession
+    spinning: ort.InferenceSession | None = None
+
+    def for_batch(self, batch_size: int, admitted: int) -> ort.InferenceSession:
+        """The session for a batch of ``batch_size`` when the model has ``admitted`` images in all
+        (preprocessing, queued or running, this batch included): spinning only when nothing else is."""
+        if self.spinning is not None and admitted <= batch_size:
+            return self.spinning
+        return self.sleeping
+
+    @property
+    def every(self) -> list[ort.InferenceSession]:
+        return [self.sleeping] if self.spinning is None else [self.sleeping, self.spinning]
+
+
+def open_sessions(model_file: Path, settings: Settings) -> Sessions:
+    """The sleeping session, and the spinning one as ``spin_when_idle`` says (unset: on the CPU provider
+    with at least 2 intra-op threads, the only case where threads can spin)."""
+    threads = settings.resolved_session_threads
+
+    def open_session(spinning: bool) -> ort.InferenceSession:
+        return ort.InferenceSession(str(model_file), session_options(threads, spinning=spinning),
+                                    providers=settings.providers)
+
+    sleeping = open_session(False)
+    spin = settings.spin_when_idle
+    if spin is None:
+        spin = threads > 1 and sleeping.get_providers()[0] == "CPUExecutionProvider"
+    elif spin and threads < 2:
+        raise ValueError(f"spin_when_idle=True needs at least 2 session threads to spin, and session_threads "
+                         f"resolves to {threads}: raise CATALOG_SERVICE_SESSION_THREADS or unset the former")
+    return Sessions(sleeping, open_session(True) if spin else None)
 
 
 def session_logits(session: ort.InferenceSession, manifest: Manifest, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -75,13 +122,13 @@ def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> Bat
 
 
 class OnnxModel:
-    """One loaded model: its session, decoder and batcher (a :class:`~service.predictor.ReadyModel`)."""
+    """One loaded model: its sessions, decoder and batcher (a :class:`~service.predictor.ReadyModel`)."""
 
-    def __init__(self, info: ModelInfo, manifest: Manifest, session: ort.InferenceSession, top_k: int,
+    def __init__(self, info: ModelInfo, manifest: Manifest, sessions: Sessions, top_k: int,
                  batching: BatcherConfig, hooks: BatcherHooks, preprocess_pool: Executor) -> None:
         self.info = info
         self._manifest = manifest
-        self._session = session
+        self.sessions = sessions
         self._decoder = manifest.decoder()
         self._top_k = top_k
         self.batcher: Batcher[np.ndarray, Answer] = Batcher(self.run_batch, batching, name=info.name, hooks=hooks,
@@ -89,8 +136,18 @@ class OnnxModel:
 
     def run_batch(self, pixels: list[np.ndarray]) -> list[Answer]:
         """Model call plus decoding, in the batcher's worker thread (both release the event loop)."""
+        # Read from this worker thread while the event loop may change it: a request admitted meanwhile
+        # at worst meets one spinning call.
+        return self._run(self.sessions.for_batch(len(pixels), self.batcher.admitted), pixels)
+
+    def warm_up(self) -> None:
+        """One dummy image through every session, so that no first request is slow."""
+        for session in self.sessions.every:
+            self._run(session, [np.zeros(self.info.spec.input_shape, dtype=np.float32)])
+
+    def _run(self, session: ort.InferenceSession, pixels: list[np.ndarray]) -> list[Answer]:
         try:
-            logits, ood = session_outputs(self._session, self._manifest, np.stack(pixels))
+            logits, ood = session_outputs(session, self._manifest, np.stack(pixels))
         except Exception as error:
             # Logged with its details; the client learns only that its batch failed.
             log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
@@ -163,21 +220,19 @@ class OnnxPredictor:
         manifest = load_manifest(folder)  # validates schema, taxonomy and sha256
         if manifest.slug != slug:
             raise ManifestError(f"{folder}: manifest is for {manifest.slug!r}, not {slug!r}")
-        session = ort.InferenceSession(str(folder / manifest.model_file),
-                                       session_options(settings.resolved_session_threads),
-                                       providers=settings.providers)
-        check_session(folder, manifest, session)
+        sessions = open_sessions(folder / manifest.model_file, settings)
+        check_session(folder, manifest, sessions.sleeping)
         info = ModelInfo(
             name=slug, category=manifest.taxonomy_category(), version=manifest.version,
-            spec=manifest.preprocess_spec(), precision=manifest.precision, provider=session.get_providers()[0],
-            versions=tuple(list_versions(settings.repository, slug)),
+            spec=manifest.preprocess_spec(), precision=manifest.precision,
+            provider=sessions.sleeping.get_providers()[0], versions=tuple(list_versions(settings.repository, slug)),
             ood_threshold=manifest.ood.threshold if manifest.ood else None,
         )
-        model = OnnxModel(info, manifest, session, settings.top_k, batcher_config(settings, manifest, info.provider),
+        model = OnnxModel(info, manifest, sessions, settings.top_k, batcher_config(settings, manifest, info.provider),
                           self._hooks(slug), self._preprocess_pool)
         if settings.warmup:
             try:
-                model.run_batch([np.zeros(info.spec.input_shape, dtype=np.float32)])
+                model.warm_up()
             except InferenceError as error:
                 raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
         self._metrics.model_info.labels(slug, str(manifest.version), manifest.precision, info.provider).set(1)
