@@ -7,7 +7,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from service.batching import Batcher, BatcherConfig, BatcherHooks
 from service.errors import InferenceError, ModelLoadError
 from service.metrics import ServiceMetrics
 from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
+from service.session_choice import Sessions
 from service.settings import Settings
 
 log = logging.getLogger("service.onnx_predictor")
@@ -28,7 +28,7 @@ log = logging.getLogger("service.onnx_predictor")
 
 def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptions:
     """``spinning``: the intra-op threads spin between the parallel parts of a call instead of sleeping,
-    and stop spinning when the call returns (see :class:`Sessions`)."""
+    and stop spinning when the call returns (see :mod:`service.session_choice`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # One model call at a time per session: parallelism comes from intra-op threads, and more
@@ -44,30 +44,7 @@ def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptio
     return options
 
 
-@dataclass(frozen=True)
-class Sessions:
-    """One model's ONNX Runtime sessions. ``sleeping`` (intra-op threads sleep between the parallel parts
-    of a call) runs batches that share the cores with uploads being preprocessed; ``spinning`` (threads
-    spin during a call and stop when it returns), when the model has one, runs a batch that is all the
-    model has to do. Waking sleeping threads costs every parallel part of a call: 38 against 46 ms for
-    one ConvNeXt-tiny image (BENCHMARKS.md); spinning beside preprocessing slows the pipeline instead."""
-
-    sleeping: ort.InferenceSession
-    spinning: ort.InferenceSession | None = None
-
-    def for_batch(self, batch_size: int, admitted: int) -> ort.InferenceSession:
-        """The session for a batch of ``batch_size`` when the model has ``admitted`` images in all
-        (preprocessing, queued or running, this batch included): spinning only when nothing else is."""
-        if self.spinning is not None and admitted <= batch_size:
-            return self.spinning
-        return self.sleeping
-
-    @property
-    def every(self) -> list[ort.InferenceSession]:
-        return [self.sleeping] if self.spinning is None else [self.sleeping, self.spinning]
-
-
-def open_sessions(model_file: Path, settings: Settings) -> Sessions:
+def open_sessions(model_file: Path, settings: Settings) -> Sessions[ort.InferenceSession]:
     """The sleeping session, and the spinning one as ``spin_when_idle`` says (unset: on the CPU provider
     with at least 2 intra-op threads, the only case where threads can spin)."""
     threads = settings.resolved_session_threads
@@ -124,7 +101,7 @@ def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> Bat
 class OnnxModel:
     """One loaded model: its sessions, decoder and batcher (a :class:`~service.predictor.ReadyModel`)."""
 
-    def __init__(self, info: ModelInfo, manifest: Manifest, sessions: Sessions, top_k: int,
+    def __init__(self, info: ModelInfo, manifest: Manifest, sessions: Sessions[ort.InferenceSession], top_k: int,
                  batching: BatcherConfig, hooks: BatcherHooks, preprocess_pool: Executor) -> None:
         self.info = info
         self._manifest = manifest
@@ -136,25 +113,32 @@ class OnnxModel:
 
     def run_batch(self, pixels: list[np.ndarray]) -> list[Answer]:
         """Model call plus decoding, in the batcher's worker thread (both release the event loop)."""
-        # Read from this worker thread while the event loop may change it: a request admitted meanwhile
-        # at worst meets one spinning call.
-        return self._run(self.sessions.for_batch(len(pixels), self.batcher.admitted), pixels)
+        try:
+            batch = np.stack(pixels)
+            # ``admitted`` is read from this worker thread while the event loop may change it: a request
+            # admitted meanwhile at worst meets one spinning call.
+            logits, ood = self.sessions.run(len(pixels), self.batcher.admitted,
+                                            lambda session: session_outputs(session, self._manifest, batch))
+        except Exception as error:
+            raise self._failed(len(pixels), error) from error
+        return self._answers(logits, ood)
 
     def warm_up(self) -> None:
         """One dummy image through every session, so that no first request is slow."""
+        batch = np.zeros((1, *self.info.spec.input_shape), dtype=np.float32)
         for session in self.sessions.every:
-            self._run(session, [np.zeros(self.info.spec.input_shape, dtype=np.float32)])
+            try:
+                self._answers(*session_outputs(session, self._manifest, batch))
+            except Exception as error:
+                raise self._failed(1, error) from error
 
-    def _run(self, session: ort.InferenceSession, pixels: list[np.ndarray]) -> list[Answer]:
-        try:
-            logits, ood = session_outputs(session, self._manifest, np.stack(pixels))
-        except Exception as error:
-            # Logged with its details; the client learns only that its batch failed.
-            log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
-            raise InferenceError(
-                f"inference failed for the batch of {len(pixels)} image(s) this request was in; "
-                "other requests are unaffected, retry may succeed"
-            ) from error
+    def _failed(self, size: int, error: Exception) -> InferenceError:
+        # Logged with its details; the client learns only that its batch failed.
+        log.error("%s: inference failed for a batch of %d: %s", self.info.name, size, error)
+        return InferenceError(f"inference failed for the batch of {size} image(s) this request was in; "
+                              "other requests are unaffected, retry may succeed")
+
+    def _answers(self, logits: dict[str, np.ndarray], ood: np.ndarray | None) -> list[Answer]:
         rows = predict_rows(self._decoder, logits, top_k=self._top_k)
         if ood is None:
             return [Answer(row) for row in rows]

@@ -81,13 +81,14 @@ class Settings(BaseSettings):
     models served by the CPU provider and off on a GPU, where the model is much faster than
     preprocessing and should not be held while an image is read."""
     spin_when_idle: bool | None = None
-    """A batch that is all its model has to do (no other upload preprocessing or queued: a lone request
-    at low load) runs on a second session of the model whose intra-op threads spin between the parallel
-    parts of the call instead of sleeping, and stop when it returns (ONNX Runtime's
-    ``session.force_spinning_stop``): faster alone, no CPU while idle, and no spinning beside
-    preprocessing under load (BENCHMARKS.md, "Spinning"). It costs a second copy of each model in
-    memory. Unset, it is on for models served by the CPU provider with at least 2 session threads; on
-    needs 2."""
+    """Load each model twice: a session whose intra-op threads sleep between the parallel parts of a call
+    (every batch that shares the cores with other uploads) and one whose threads spin during a call and
+    stop when it returns (ONNX Runtime's ``session.force_spinning_stop``). A batch that is all its model
+    has to do (a lone request at low load) runs on the spinning session while lone calls there are
+    measured to be faster: on an idle host spinning saves the wake-ups, on a host whose cores others
+    share it can double the call (``service/session_choice.py``). No CPU is spent while idle. It costs a
+    second copy of each model in memory. Unset, it is on for models served by the CPU provider with at
+    least 2 session threads; on needs 2."""
     warmup: bool = True
     """Run one dummy batch per model at start-up so the first request is not slow."""
 

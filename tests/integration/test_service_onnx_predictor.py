@@ -14,7 +14,7 @@ from benchmarks.onnx_factory import build_repository, write_version
 from catalog.manifest import MANIFEST_NAME, load_manifest
 from service.errors import ModelLoadError, ModelNotReadyError, UnknownModelError
 from service.metrics import ServiceMetrics
-from service.onnx_predictor import OnnxPredictor, Sessions, batcher_config
+from service.onnx_predictor import OnnxPredictor, batcher_config
 from service.settings import Settings
 
 
@@ -138,15 +138,6 @@ def test_the_renamed_lone_path_variable_is_refused_naming_the_new_one(tmp_path, 
         Settings(repository=tmp_path)
 
 
-def test_a_batch_spins_only_when_it_is_all_the_model_has_to_do():
-    both = Sessions("sleeping", "spinning")  # type: ignore[arg-type]
-    assert both.for_batch(1, admitted=1) == "spinning"  # a lone request
-    assert both.for_batch(4, admitted=4) == "spinning"  # every admitted image is in this batch
-    assert both.for_batch(1, admitted=2) == "sleeping"  # another upload is being preprocessed
-    assert both.for_batch(4, admitted=9) == "sleeping"
-    assert Sessions("sleeping").for_batch(1, admitted=1) == "sleeping"  # type: ignore[arg-type]
-
-
 def spin_entries(session) -> tuple[str | None, ...]:
     """``session.intra_op.allow_spinning`` and ``session.force_spinning_stop``; None where not set."""
     options = session.get_session_options()
@@ -180,23 +171,22 @@ def test_spinning_with_one_thread_is_refused_naming_both_settings(tmp_path):
         predictor(tmp_path, spin_when_idle=True).load()
 
 
-def test_a_request_alone_runs_on_the_spinning_session_and_one_beside_preprocessing_on_the_sleeping(tmp_path):
+def test_batches_tell_the_session_choice_how_many_images_the_model_has_admitted(tmp_path):
     build_repository(tmp_path)
     loader = OnnxPredictor(Settings(repository=tmp_path, session_threads=2), ServiceMetrics())
     loader.load()
     served = loader.ready_model("men_tshirts")
-    used: list[str] = []
+    real = served.sessions
+    seen: list[tuple[int, int]] = []
 
-    class Recorded:
-        def __init__(self, session, name: str) -> None:
-            self.session, self.name = session, name
+    class Recording:
+        every = real.every
 
-        def run(self, *args, **kwargs):
-            used.append(self.name)
-            return self.session.run(*args, **kwargs)
+        def run(self, batch_size, admitted, call):
+            seen.append((batch_size, admitted))
+            return call(real.sleeping)
 
-    served.sessions = Sessions(Recorded(served.sessions.sleeping, "sleeping"),  # type: ignore[arg-type]
-                               Recorded(served.sessions.spinning, "spinning"))  # type: ignore[arg-type]
+    served.sessions = Recording()
     image = np.zeros((3, 32, 32), np.float32)
     started, release = threading.Event(), threading.Event()
 
@@ -219,4 +209,4 @@ def test_a_request_alone_runs_on_the_spinning_session_and_one_beside_preprocessi
             await loader.stop(1.0)
 
     asyncio.run(run())
-    assert used == ["spinning", "sleeping", "spinning"]
+    assert seen == [(1, 1), (1, 2), (1, 1)]
