@@ -65,6 +65,7 @@ class Contender:
 def contenders(servers: dict[str, ServerProcess]) -> list[Contender]:
     every = [Contender("this service, bare body", "service", raw_request),
              Contender("this service, multipart", "service", multipart_request),
+             Contender("this service, bare body, SPIN_WHEN_IDLE=false", "service_sleeping", raw_request),
              Contender("plain FastAPI + uvicorn, bare body", "fastapi", raw_request),
              Contender("LitServe, batching on (16), multipart", "litserve_batch", multipart_request),
              Contender("LitServe, batching off, multipart", "litserve", multipart_request)]
@@ -100,7 +101,7 @@ def report(rows: list[Contender], idle: dict[str, float], reference: str) -> lis
         lines.append(f"| {c.label} | {statistics.median(c.rate_ratios):.2f} | {statistics.median(c.added_ms):+.1f} ms "
                      f"| {statistics.median(c.cpu_ms):.1f} | {idle[c.server]:.2f} |")
     ours = [c for c in rows if c.server == "service"]
-    peers = [c for c in rows if c.server != "service"]
+    peers = [c for c in rows if not c.server.startswith("service")]
     if peers:
         best_peer_ms = min(statistics.median(c.added_ms) for c in peers)
         our_ms = statistics.median(ours[0].added_ms)
@@ -131,6 +132,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--search-seconds", type=float, default=1.0, help="seconds per cell of the search")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--no-litserve", action="store_true", help="leave LitServe out (without the bench extra)")
+    parser.add_argument("--compare-spinning", action="store_true",
+                        help="also run the service with SPIN_WHEN_IDLE=false, side by side")
     return parser.parse_args()
 
 
@@ -153,7 +156,8 @@ def main() -> None:
     print("\n".join(found.lines()), flush=True)
     fastest, batch = found.fastest
     litserve = not args.no_litserve and importlib.util.find_spec("litserve") is not None
-    servers = start_servers(repository, slug, threads, litserve=litserve)
+    variants = {"service_sleeping": {"spin_when_idle": "false"}} if args.compare_spinning else {}
+    servers = start_servers(repository, slug, threads, litserve=litserve, variants=variants)
     rows = contenders(servers)
     try:
         for server in servers.values():

@@ -3,7 +3,7 @@
 Threads that sleep between the parallel parts of a model call are woken for every part, which costs a
 lone image its latency (one ConvNeXt-tiny image: 38 ms spinning, 46 ms sleeping on an idle 2-core VM,
 issue 20). Spinning threads cost the cores they hold: beside uploads being preprocessed they slow the
-pipeline, and on a host whose cores other processes share they can double the call (77 against 39 ms
+pipeline, and on a host whose cores other processes share they can double the call (77 against 38.5 ms
 measured on this VM under a neighbour's load; BENCHMARKS.md, "Spinning"). So a batch spins only when it
 is all its model has to do, and only while spinning is measured to be faster there: the run times of
 lone one-image calls on each session are tracked, and every :data:`PROBE_EVERY` th lone call goes to

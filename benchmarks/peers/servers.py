@@ -76,14 +76,16 @@ class ServerProcess:
             self.process.wait()
 
 
-def start_servers(repository: Path, slug: str, threads: int, litserve: bool = True) -> dict[str, ServerProcess]:
-    """The service as shipped (its defaults, this one model) and the peers, every one ready."""
+def start_servers(repository: Path, slug: str, threads: int, litserve: bool = True,
+                  variants: dict[str, dict[str, str]] | None = None) -> dict[str, ServerProcess]:
+    """The service as shipped (its defaults, this one model), its ``variants`` (name -> settings) and the
+    peers, every one ready."""
     where = ["--repository", str(repository), "--category", slug, "--threads", str(threads)]
-    servers = {
-        "service": ServerProcess("service", ["-m", "service", "--repository", str(repository), "--log-level",
-                                             "warning"], "/v2/health/ready", {"CATALOG_SERVICE_CATEGORIES": slug}),
-        "fastapi": ServerProcess("fastapi", ["-m", "benchmarks.peers.fastapi_peer", *where], "/health"),
-    }
+    service = ["-m", "service", "--repository", str(repository), "--log-level", "warning"]
+    servers = {name: ServerProcess(name, service, "/v2/health/ready", {
+        "CATALOG_SERVICE_CATEGORIES": slug, **{f"CATALOG_SERVICE_{k.upper()}": v for k, v in settings.items()}})
+        for name, settings in {"service": {}, **(variants or {})}.items()}
+    servers["fastapi"] = ServerProcess("fastapi", ["-m", "benchmarks.peers.fastapi_peer", *where], "/health")
     if litserve:
         servers["litserve_batch"] = ServerProcess(
             "litserve_batch", ["-m", "benchmarks.peers.litserve_peer", *where, "--max-batch-size", "16"], "/health")
