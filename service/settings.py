@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     is most of what a request pays at low load on a VM whose idle cores wake slowly. Unset, it is on for
     models served by the CPU provider and off on a GPU, where the model is much faster than
     preprocessing and should not be held while an image is read."""
+    spin_when_idle: bool | None = None
+    """Load each model twice: a session whose intra-op threads sleep between the parallel parts of a call
+    (every batch that shares the cores with other uploads) and one whose threads spin during a call and
+    stop when it returns (ONNX Runtime's ``session.force_spinning_stop``). A batch that is all its model
+    has to do (a lone request at low load) runs on the spinning session while lone calls there are
+    measured to be faster: on an idle host spinning saves the wake-ups, on a host whose cores others
+    share it can double the call (``service/session_choice.py``). No CPU is spent while idle. It costs a
+    second copy of each model in memory. Unset, it is on for models served by the CPU provider with at
+    least 2 session threads; on needs 2."""
     warmup: bool = True
     """Run one dummy batch per model at start-up so the first request is not slow."""
 

@@ -30,6 +30,7 @@ FOLDER_MARKERS: dict[str, tuple[str, ...]] = {
 SLOW: frozenset[str] = frozenset({
     "integration/test_backbone_families.py",
     "integration/test_backfill.py",
+    "integration/test_bench_peers.py",
     "integration/test_bench_service.py",
     "integration/test_load_locust.py",
     "integration/test_ops_prometheus.py",

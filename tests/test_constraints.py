@@ -8,7 +8,7 @@ import tomllib
 
 from tests.helpers import ROOT
 
-LOCKED_EXTRAS = ("serve", "train", "export", "dev", "backfill")
+LOCKED_EXTRAS = ("serve", "train", "export", "dev", "backfill", "bench")
 
 
 def name_of(requirement: str) -> str:

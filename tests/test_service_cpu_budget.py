@@ -88,15 +88,16 @@ def test_settings_threads_follow_the_quota_unless_set(cgroup, tmp_path):
 
 
 def test_the_real_predictor_sizes_its_pools_by_the_quota(cgroup):
-    # A 3-core pod on a 16-core node: the preprocessing pool and the ONNX Runtime session get 3 threads.
+    # A 3-core pod on a 16-core node: the preprocessing pool and the ONNX Runtime sessions get 3 threads.
     (cgroup / "cpu.max").write_text("300000 100000\n")
     settings = Settings(repository=ROOT / "models" / "demo", categories=["men_tshirts"], warmup=False)
     predictor = OnnxPredictor(settings, ServiceMetrics())
     try:
         predictor.load()
         assert predictor._preprocess_pool._max_workers == 3
-        session = predictor._models["men_tshirts"]._runtime.run.args[0]  # partial(session_outputs, session, ...)
-        assert session.get_session_options().intra_op_num_threads == 3
+        sessions = predictor.sessions["men_tshirts"].every
+        assert len(sessions) == 2  # sleeping and spinning (service/session_choice.py)
+        assert [s.get_session_options().intra_op_num_threads for s in sessions] == [3, 3]
     finally:
         predictor._preprocess_pool.shutdown()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -91,8 +92,6 @@ def test_concurrent_images_share_batches_and_match_single_image_results(tmp_path
 
 
 def test_an_idle_model_preprocesses_and_runs_a_lone_image_in_one_worker_call(tmp_path):
-    import threading
-
     build_repository(tmp_path, slugs=("men_tshirts",))
     loader = predictor(tmp_path)
     image = np.random.default_rng(0).standard_normal((3, 32, 32)).astype(np.float32)
@@ -137,3 +136,77 @@ def test_the_renamed_lone_path_variable_is_refused_naming_the_new_one(tmp_path, 
     monkeypatch.setenv("CATALOG_SERVICE_DECODE_ALONE_WHEN_IDLE", "false")
     with pytest.raises(ValueError, match="renamed to CATALOG_SERVICE_PREPROCESS_ALONE_WHEN_IDLE"):
         Settings(repository=tmp_path)
+
+
+def spin_entries(session) -> tuple[str | None, ...]:
+    """``session.intra_op.allow_spinning`` and ``session.force_spinning_stop``; None where not set."""
+    options = session.get_session_options()
+
+    def entry(key: str) -> str | None:
+        try:
+            return options.get_session_config_entry(key)
+        except RuntimeError:  # ONNX Runtime's answer for a key never set
+            return None
+
+    return entry("session.intra_op.allow_spinning"), entry("session.force_spinning_stop")
+
+
+@pytest.mark.parametrize(("threads", "setting", "spins"), [(2, None, True), (1, None, False), (2, False, False)])
+def test_cpu_models_with_threads_to_spin_get_a_spinning_session_unless_set(tmp_path, threads, setting, spins):
+    build_repository(tmp_path)
+    loader = OnnxPredictor(Settings(repository=tmp_path, session_threads=threads, spin_when_idle=setting),
+                           ServiceMetrics())
+    loader.load()
+    sessions = loader.sessions["men_tshirts"]
+    assert spin_entries(sessions.sleeping) == ("0", None)
+    if spins:
+        assert sessions.spinning is not None and spin_entries(sessions.spinning) == ("1", "1")
+    else:
+        assert sessions.spinning is None
+
+
+def test_spinning_with_one_thread_is_refused_naming_both_settings(tmp_path):
+    build_repository(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"spin_when_idle=True needs at least 2 session threads.*resolves to 1"):
+        predictor(tmp_path, spin_when_idle=True).load()
+
+
+def test_batches_tell_the_session_choice_how_many_images_the_model_has_admitted(tmp_path):
+    build_repository(tmp_path)
+    loader = OnnxPredictor(Settings(repository=tmp_path, session_threads=2), ServiceMetrics())
+    loader.load()
+    served = loader.ready_model("men_tshirts")
+    real = loader.sessions["men_tshirts"]
+    seen: list[tuple[int, int]] = []
+
+    class Recording:
+        every = real.every
+
+        def run(self, batch_size, admitted, call):
+            seen.append((batch_size, admitted))
+            return call(real.sleeping)
+
+    loader.sessions["men_tshirts"] = Recording()
+    image = np.zeros((3, 32, 32), np.float32)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_prepare() -> np.ndarray:
+        started.set()
+        release.wait(10)
+        return image
+
+    async def run() -> None:
+        await loader.start()
+        try:
+            await served.infer(pixels(image), None)  # alone
+            slow = asyncio.ensure_future(served.infer(slow_prepare, None))  # admitted, preprocessing
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+            await served.infer(pixels(image), None)  # beside the slow one's preprocessing
+            release.set()
+            await slow  # alone again
+        finally:
+            release.set()
+            await loader.stop(1.0)
+
+    asyncio.run(run())
+    assert seen == [(1, 1), (1, 2), (1, 1)]

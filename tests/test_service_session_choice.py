@@ -1,0 +1,73 @@
+"""``service/session_choice.py``: a batch spins only when it is all its model has to do, and only while
+spinning is measured to be the faster there (sessions are names here; a fake host's clock charges each
+call its cost)."""
+
+from __future__ import annotations
+
+from service.session_choice import PROBE_EVERY, Sessions
+
+
+class Host:
+    """Calls a session by name and charges the fake clock its cost on this host."""
+
+    def __init__(self, **cost_s: float) -> None:
+        self.cost_s = cost_s
+        self.now = 0.0
+        self.calls: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def call(self, session: str) -> str:
+        self.calls.append(session)
+        self.now += self.cost_s[session]
+        return session
+
+
+def lone_calls(sessions: Sessions[str], host: Host, count: int) -> list[str]:
+    start = len(host.calls)
+    for _ in range(count):
+        sessions.run(1, 1, host.call)
+    return host.calls[start:]
+
+
+def test_a_model_without_a_spinning_session_always_sleeps():
+    host = Host(sleeping=0.046)
+    assert lone_calls(Sessions("sleeping", clock=host.clock), host, 3) == ["sleeping"] * 3
+
+
+def test_a_batch_beside_other_admitted_images_sleeps_and_does_not_count():
+    host = Host(sleeping=0.046, spinning=0.038)
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    assert sessions.run(1, 2, host.call) == "sleeping"  # another upload is being preprocessed
+    assert sessions.run(4, 9, host.call) == "sleeping"
+    assert lone_calls(sessions, host, 2) == ["spinning", "sleeping"]  # still measuring each once
+
+
+def test_lone_calls_spin_while_spinning_is_faster_and_probe_the_other_session():
+    host = Host(sleeping=0.046, spinning=0.038)
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    calls = lone_calls(sessions, host, 2 * PROBE_EVERY)
+    assert calls[:2] == ["spinning", "sleeping"]  # each measured once
+    assert sessions.prefers_spinning()
+    assert calls[2:].count("sleeping") == 2  # the probes, one in PROBE_EVERY
+    assert sessions.run(4, 4, host.call) == "spinning"  # a whole batch that is all there is to do spins too
+
+
+def test_the_choice_follows_the_host_when_spinning_turns_slower():
+    host = Host(sleeping=0.046, spinning=0.038)
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    lone_calls(sessions, host, PROBE_EVERY)
+    host.cost_s["spinning"] = 0.080  # a neighbour now holds a core: spinning doubles the call
+    calls = lone_calls(sessions, host, 3 * PROBE_EVERY)
+    assert not sessions.prefers_spinning()
+    assert calls[-PROBE_EVERY:].count("spinning") == 1  # only the probe
+
+
+def test_only_one_image_calls_are_compared():
+    host = Host(sleeping=0.046, spinning=0.038)
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    host.cost_s["spinning"] = 1.0  # a batch of 8 takes longer, which says nothing about one image
+    sessions.run(8, 8, host.call)
+    host.cost_s["spinning"] = 0.038
+    assert lone_calls(sessions, host, 3) == ["spinning", "sleeping", "spinning"]
