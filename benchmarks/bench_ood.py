@@ -15,6 +15,7 @@ threshold): what the service computes.
 
     PYTHONPATH=. python benchmarks/bench_ood.py --runs build/demo/runs --data build/demo/catalog \\
         [--repository models/demo] [--methods composite mahalanobis knn energy] [--k 5]
+    PYTHONPATH=. python benchmarks/bench_ood.py --runs - --data - --repository models/demo --graph-cost men_tshirts
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 from catalog.dataset import read_labels, read_split
-from catalog.manifest import load_manifest, resolve_version
+from catalog.manifest import OOD_OUTPUT, load_manifest, resolve_version
 from catalog.preprocessing import PreprocessSpec, preprocess
 from catalog.taxonomy import load_taxonomy
 from model_training.checkpoint import find_checkpoint_dirs, load_checkpoint
@@ -168,6 +169,30 @@ def exported_scores(repository: Path, slug: str, sets: dict[str, list[Image.Imag
     return {**summary(scores, manifest.ood.threshold), "threshold": manifest.ood.threshold}
 
 
+def graph_cost(repository: Path, slug: str, runs: int = 40, batch_size: int = 16) -> dict[str, float]:
+    """What the score costs inside the graph: ``session.run`` on one batch with and without the OOD output
+    among the requested outputs (ONNX Runtime computes only what is asked), alternated, medians per image."""
+    import time
+
+    import onnxruntime as ort
+
+    folder = resolve_version(repository, slug)
+    manifest = load_manifest(folder)
+    assert manifest.ood is not None, f"{folder}: no OOD detector"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(folder / manifest.model_file), options, providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(0).standard_normal((batch_size, *manifest.preprocess_spec().input_shape))
+    feed = {manifest.input.name: pixels.astype(np.float32)}
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(runs):
+        for name, outputs in (("without", manifest.output_names), ("with", [*manifest.output_names, OOD_OUTPUT])):
+            start = time.perf_counter()
+            session.run(outputs, feed)
+            times[name].append((time.perf_counter() - start) * 1000 / batch_size)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, required=True)
@@ -177,7 +202,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--false-alarm-rate", type=float, default=0.05)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--graph-cost", metavar="SLUG", default=None,
+                        help="only measure what the score costs in the repository's graph for this model")
     args = parser.parse_args()
+    if args.graph_cost:
+        cost = graph_cost(args.repository, args.graph_cost)
+        print(f"{args.graph_cost}: ms per image at batch 16, without / with {OOD_OUTPUT}: {cost['without']:.3f} / "
+              f"{cost['with']:.3f} (+{cost['with'] - cost['without']:.3f})")
+        return
     torch.set_num_threads(2)
     per_category: dict[str, dict[str, dict[str, float]]] = {}
     for run in find_checkpoint_dirs(args.runs):
