@@ -201,9 +201,16 @@ def fit_composite(train: OodFeatures, val: OodFeatures, contrast: Sequence[Tenso
         stats["category_means"], stats["category_whitener"] = gaussian_fit([train.pooled, *groups])
     unit = {"centre": torch.zeros(len(CHECKS) - (not groups)), "spread": torch.ones(len(CHECKS) - (not groups))}
     with torch.no_grad():
-        raw = OodDetector("composite", {**stats, **unit}).raw_checks(val.pooled.float(), val.input_stats.float())
+        unstandardised = OodDetector("composite", {**stats, **unit})
+        raw = unstandardised.raw_checks(val.pooled.float(), val.input_stats.float())
     centre = raw.median(dim=0).values
-    spread = (torch.quantile(raw, 0.95, dim=0) - centre).clamp_min(1e-6)
+    spread = torch.quantile(raw, 0.95, dim=0) - centre
+    flat = [name for name, value in zip(unstandardised.checks, spread.tolist(), strict=True) if value <= 1e-6]
+    if flat:  # dividing by a floor would make any upload a million spreads away: nearly all flagged
+        n, s = len(raw), "s" if len(flat) > 1 else ""
+        raise ValueError(f"the composite detector's {', '.join(flat)} check{s} cannot be standardised: the scores of "
+                         f"the {n} held-out image{'s' if n != 1 else ''} do not vary (too few validation images, or "
+                         "images all alike in what it measures); use more validation rows or another --ood method")
     return OodDetector("composite", {**stats, "centre": centre, "spread": spread})
 
 
