@@ -145,8 +145,14 @@ class OodDetector(nn.Module):
         return torch.stack(scores, dim=-1)
 
     def forward(self, pooled: Tensor, logits: Mapping[str, Tensor], pixels: Tensor | None = None) -> Tensor:
-        stats = input_statistics(pixels) if pixels is not None and self.method == "composite" else None
-        return self.score(pooled, logits, stats)
+        if self.method not in ("composite", "mahalanobis"):
+            return self.score(pooled, logits, None)
+        # In fp32 even under autocast (the torch backend's bf16/fp16): in bf16 the whitening products and the
+        # category check's difference of distances are off by several thresholds once standardised. The
+        # pixels are fp32 and ``pooled - mean`` promotes, so no cast (one would be a dtype assert in model.pt2).
+        with torch.autocast(pooled.device.type, enabled=False):
+            stats = input_statistics(pixels) if pixels is not None and self.method == "composite" else None
+            return self.score(pooled, logits, stats)
 
     def score(self, pooled: Tensor, logits: Mapping[str, Tensor], input_stats: Tensor | None = None) -> Tensor:
         """:meth:`forward` from the pixels' :func:`input_statistics` instead of the pixels."""
