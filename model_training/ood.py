@@ -145,8 +145,14 @@ class OodDetector(nn.Module):
         return torch.stack(scores, dim=-1)
 
     def forward(self, pooled: Tensor, logits: Mapping[str, Tensor], pixels: Tensor | None = None) -> Tensor:
-        stats = input_statistics(pixels) if pixels is not None and self.method == "composite" else None
-        return self.score(pooled, logits, stats)
+        if self.method not in ("composite", "mahalanobis"):
+            return self.score(pooled, logits, None)
+        # In fp32 even under autocast (the torch backend's bf16/fp16): in bf16 the whitening products and the
+        # category check's difference of distances are off by several thresholds once standardised. The
+        # pixels are fp32 and ``pooled - mean`` promotes, so no cast (one would be a dtype assert in model.pt2).
+        with torch.autocast(pooled.device.type, enabled=False):
+            stats = input_statistics(pixels) if pixels is not None and self.method == "composite" else None
+            return self.score(pooled, logits, stats)
 
     def score(self, pooled: Tensor, logits: Mapping[str, Tensor], input_stats: Tensor | None = None) -> Tensor:
         """:meth:`forward` from the pixels' :func:`input_statistics` instead of the pixels."""
@@ -201,9 +207,16 @@ def fit_composite(train: OodFeatures, val: OodFeatures, contrast: Sequence[Tenso
         stats["category_means"], stats["category_whitener"] = gaussian_fit([train.pooled, *groups])
     unit = {"centre": torch.zeros(len(CHECKS) - (not groups)), "spread": torch.ones(len(CHECKS) - (not groups))}
     with torch.no_grad():
-        raw = OodDetector("composite", {**stats, **unit}).raw_checks(val.pooled.float(), val.input_stats.float())
+        unstandardised = OodDetector("composite", {**stats, **unit})
+        raw = unstandardised.raw_checks(val.pooled.float(), val.input_stats.float())
     centre = raw.median(dim=0).values
-    spread = (torch.quantile(raw, 0.95, dim=0) - centre).clamp_min(1e-6)
+    spread = torch.quantile(raw, 0.95, dim=0) - centre
+    flat = [name for name, value in zip(unstandardised.checks, spread.tolist(), strict=True) if value <= 1e-6]
+    if flat:  # dividing by a floor would make any upload a million spreads away: nearly all flagged
+        n, s = len(raw), "s" if len(flat) > 1 else ""
+        raise ValueError(f"the composite detector's {', '.join(flat)} check{s} cannot be standardised: the scores of "
+                         f"the {n} held-out image{'s' if n != 1 else ''} do not vary (too few validation images, or "
+                         "images all alike in what it measures); use more validation rows or another --ood method")
     return OodDetector("composite", {**stats, "centre": centre, "spread": spread})
 
 

@@ -253,6 +253,12 @@ class Settings(BaseSettings):
 
             if importlib.util.find_spec("torch") is None:
                 raise ValueError("backend 'torch' needs PyTorch, which is not installed here")
+            # ONNX Runtime's own settings would be silently ignored by the torch backend.
+            onnx_only = {"spin_when_idle": self.spin_when_idle is not None,
+                         "execution_providers": self.execution_providers != []}
+            ignored = [name for name, is_set in onnx_only.items() if is_set]
+            if ignored:
+                raise ValueError(f"{', '.join(ignored)} apply only with backend 'onnxruntime' (backend is 'torch')")
             return self
         chosen = {"torch_checkpoints": self.torch_checkpoints != {}, "torch_device": self.torch_device != "auto",
                   "torch_dtype": self.torch_dtype != "auto", "torch_compile": self.torch_compile != "off",

@@ -267,3 +267,16 @@ def test_contrast_sets_sample_each_other_category_and_never_the_own(tmp_path):
     assert all(r.image_path is not None for s in sets for r in s.rows)
     again = contrast_sets(rows, "Men Tshirts", SPEC, per_category=3, seed=0)
     assert [r.id for s in again for r in s.rows] == [r.id for s in sets for r in s.rows]
+
+
+def test_composite_refuses_a_check_its_held_out_images_cannot_standardise():
+    # One validation image (or held-out scores that do not vary: identical backdrops) gives a check no spread;
+    # dividing by a floor of 1e-6 flagged nearly every upload at a threshold of 0.
+    with pytest.raises(ValueError, match=r"features, input.* 1 held-out image"):
+        fit_ood("composite", composite_features(200, 1), composite_features(1, 2), 0.05)
+    backdrop = composite_features(200, 1)
+    backdrop.input_stats = torch.full((200, 9), 0.5)
+    val = composite_features(40, 2)
+    val.input_stats = torch.full((40, 9), 0.5)
+    with pytest.raises(ValueError, match=r"input check .* 40 held-out images"):
+        fit_ood("composite", backdrop, val, 0.05)

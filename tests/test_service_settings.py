@@ -58,3 +58,12 @@ def test_several_workers_with_the_torch_backend_need_it_pinned_to_the_cpu(tmp_pa
     with pytest.raises(ValidationError, match="torch_device='auto' could load every model 2 times"):
         Settings(repository=tmp_path, workers=2, backend="torch")
     assert Settings(repository=tmp_path, workers=2, backend="torch", torch_device="cpu").workers == 2
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"spin_when_idle": True}, "spin_when_idle"),
+    ({"execution_providers": ["CPUExecutionProvider"]}, "execution_providers"),
+])
+def test_onnx_runtime_settings_are_refused_with_the_torch_backend(tmp_path, changes, named):
+    with pytest.raises(ValidationError, match=f"{named} appl(y|ies) only with backend 'onnxruntime'"):
+        Settings(repository=tmp_path, backend="torch", **changes)

@@ -58,3 +58,16 @@ def test_a_padded_batch_answers_what_the_unpadded_one_does(tmp_path):
     assert all(np.allclose(logits[k], padded[k], atol=1e-5) for k in logits)
     assert np.allclose(ood, padded_ood, rtol=1e-5)
     assert plain.verify(folder) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_composite_detector_scores_in_fp32_under_reduced_precision(tmp_path, dtype):
+    # Autocast ran the detector's whitening in bf16: the standardised score was 10 thresholds off, so the
+    # default dtype on CUDA refused every composite model at load.
+    repository, _ = torch_repository(tmp_path, method="composite")
+    folder = repository / SLUG / "1"
+    manifest = load_manifest(folder)
+    choice = resolve_choice(settings(repository, torch_dtype=dtype))
+    runner = TorchRunner(load_module(folder, manifest, settings(repository), choice.device), manifest, choice, 8)
+    assert manifest.ood is not None and manifest.ood.method == "composite"
+    assert runner.verify(folder) < 0.05 * manifest.ood.threshold
