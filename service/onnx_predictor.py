@@ -50,9 +50,13 @@ def open_sessions(model_file: Path, settings: Settings) -> Sessions[ort.Inferenc
                                     providers=settings.providers)
 
     sleeping = open_session(False)
+    provider = sleeping.get_providers()[0]
     spin = settings.spin_when_idle
     if spin is None:
-        spin = threads > 1 and sleeping.get_providers()[0] == "CPUExecutionProvider"
+        spin = threads > 1 and provider == "CPUExecutionProvider"
+    elif spin and provider != "CPUExecutionProvider":
+        raise ValueError(f"spin_when_idle=True spins CPU threads, and the model runs on {provider}: a second copy "
+                         f"on the device would gain nothing; unset CATALOG_SERVICE_SPIN_WHEN_IDLE")
     elif spin and threads < 2:
         raise ValueError(f"spin_when_idle=True needs at least 2 session threads to spin, and session_threads "
                          f"resolves to {threads}: raise CATALOG_SERVICE_SESSION_THREADS or unset the former")

@@ -8,6 +8,7 @@ import json
 import threading
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from benchmarks.onnx_factory import build_repository, write_version
@@ -169,6 +170,19 @@ def test_spinning_with_one_thread_is_refused_naming_both_settings(tmp_path):
     build_repository(tmp_path)
     with pytest.raises(ModelLoadError, match=r"spin_when_idle=True needs at least 2 session threads.*resolves to 1"):
         predictor(tmp_path, spin_when_idle=True).load()
+
+
+def test_spinning_on_a_device_provider_is_refused_instead_of_loading_a_second_copy(tmp_path, monkeypatch):
+    import service.onnx_predictor as onnx_predictor
+
+    class OnDevice(ort.InferenceSession):  # what a CUDA host reports; this one has no GPU
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(onnx_predictor.ort, "InferenceSession", OnDevice)
+    build_repository(tmp_path)
+    with pytest.raises(ModelLoadError, match="model runs on CUDAExecutionProvider"):
+        OnnxPredictor(Settings(repository=tmp_path, session_threads=2, spin_when_idle=True), ServiceMetrics()).load()
 
 
 def test_batches_tell_the_session_choice_how_many_images_the_model_has_admitted(tmp_path):
