@@ -12,10 +12,12 @@ the service's intra-op thread count and its defaults otherwise.
 The reference, "the model's own limit", is the best ONNX Runtime configuration a small search finds
 (``benchmarks/peers/reference.py``): throughput of in-process preprocessing + inference, and the latency of
 one image alone. Each round measures the reference's throughput, then every server in turn (the others
-paused with SIGSTOP) at concurrency 16 and at concurrency 1, alternating one in-process image with one
-request. Reported per server: images/s at 16 as a share of the reference (median of the rounds' ratios),
-the added p50 latency at concurrency 1 (median of the pairwise differences), its CPU per image, and its CPU
-while idle after the load. It is a measuring script, not a test.
+paused with SIGSTOP) at concurrency 16 and at concurrency 1, alternating one in-process image (the server
+frozen meanwhile: a peer whose ONNX Runtime threads spin on after a request would otherwise slow the
+reference and come out faster than the model) with one request. Reported per server: images/s at 16 as a
+share of the reference (median of the rounds' ratios), the added p50 latency at concurrency 1 (median of
+the pairwise differences), its CPU per image, and its CPU while idle after the load. It is a measuring
+script, not a test.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def measure(contender: Contender, server: ServerProcess, requests: list[bytes], 
     server.resume()
     try:
         result = asyncio.run(load(server, requests, CONCURRENCY, args.duration))  # type: ignore[arg-type]
-        local, served = paired_latency_ms(latency_model, server.port, jpegs, requests, args.pairs)  # type: ignore[arg-type]
+        local, served = paired_latency_ms(latency_model, server.port, jpegs, requests, args.pairs,  # type: ignore[arg-type]
+                                          lambda on: server.pause() if on else server.resume())
     finally:
         server.pause()
     contender.rate_ratios.append(result.rate / reference_rate)

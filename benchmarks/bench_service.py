@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,19 +246,23 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1e3
 
 
-def paired_latency_ms(model: Model, port: int, jpegs: list[bytes], requests: list[bytes],
-                      pairs: int) -> tuple[list[float], list[float]]:
+def paired_latency_ms(model: Model, port: int, jpegs: list[bytes], requests: list[bytes], pairs: int,
+                      quiet: Callable[[bool], None] = lambda on: None) -> tuple[list[float], list[float]]:
     """(d): one in-process preprocessing + inference, then one service request of the same image, alternated
     ``pairs`` times, so both see the same machine from moment to moment (this VM's speed drifts by
-    +-15 % between seconds, more than the difference measured)."""
+    +-15 % between seconds, more than the difference measured). ``quiet(True)`` before each in-process run
+    and ``quiet(False)`` after it can freeze the server meanwhile (a server whose threads spin on after a
+    request would otherwise slow the reference)."""
 
     async def run() -> tuple[list[float], list[float]]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         local, served = [], []
         for i in range(pairs):
+            quiet(True)
             started = time.perf_counter()
             model.run([preprocess_upload(jpegs[i % len(jpegs)], model.spec, LIMITS)])  # type: ignore[arg-type]
             local.append(time.perf_counter() - started)
+            quiet(False)
             started = time.perf_counter()
             writer.write(requests[i % len(requests)])
             status, body = await read_response(reader)
