@@ -23,6 +23,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,9 +57,12 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def run_eval(model: CategoryModel, cat_head: nn.Module | None, dataset: ImageDataset, batch: int = 64):
+def run_eval(model: CategoryModel, cat_head: nn.Module | None, dataset: Any,
+             batch: int = 64) -> tuple[torch.Tensor, np.ndarray | None, dict[str, np.ndarray]]:
     model.eval()
-    pooled, cat_logit, logits = [], [], {n: [] for n in model.attribute_names}
+    pooled: list[torch.Tensor] = []
+    cat_logit: list[torch.Tensor] = []
+    logits: dict[str, list[torch.Tensor]] = {n: [] for n in model.attribute_names}
     for pixels, _ in DataLoader(dataset, batch_size=batch):
         feats = model.features(pixels)
         p = model.pooled(feats)
@@ -81,6 +85,7 @@ class CatHead(nn.Module):
     def __init__(self, channels: int, kind: str) -> None:
         super().__init__()
         self.kind = kind
+        self.net: nn.Module
         if kind == "linear":
             self.net = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, 1))
         else:
@@ -93,7 +98,7 @@ class CatHead(nn.Module):
         return out[:, 1] - out[:, 0]
 
 
-def train_one(args, taxonomy, cat_name: str, mode: str, train_rows, truth_rows) -> dict:
+def train_one(args: Any, taxonomy: Any, cat_name: str, mode: str, train_rows: Any, truth_rows: Any) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -185,7 +190,7 @@ def train_one(args, taxonomy, cat_name: str, mode: str, train_rows, truth_rows) 
     train_seconds = time.time() - t0
     assert best_state is not None
     model.load_state_dict(best_state[0])
-    if cat_head is not None:
+    if cat_head is not None and best_state[1] is not None:
         cat_head.load_state_dict(best_state[1])
 
     # Evaluation
@@ -203,7 +208,7 @@ def train_one(args, taxonomy, cat_name: str, mode: str, train_rows, truth_rows) 
     cats = np.array([r.category for r in truth_rows])
     own_mask = cats == category.name
     scores = {"mahalanobis": (maha, maha_val)}
-    if test_cat is not None:
+    if test_cat is not None and val_cat is not None:
         scores["category_head"] = (-test_cat, -val_cat)
     ood = {}
     for name, (s, s_val) in scores.items():
@@ -219,6 +224,7 @@ def train_one(args, taxonomy, cat_name: str, mode: str, train_rows, truth_rows) 
         neg_eval = neg_set.unaugmented()
         _, train_cat, _ = run_eval(model, cat_head, train_eval)
         _, neg_cat, _ = run_eval(model, cat_head, Subset(neg_eval, sample.tolist()))
+        assert train_cat is not None and neg_cat is not None
         ood["category_head"]["train_auroc"] = auroc(-train_cat, -neg_cat)
     own_idx = np.flatnonzero(own_mask)
     own_logits = {n: v[own_idx] for n, v in test_logits.items()}
