@@ -8,12 +8,19 @@ measured on this VM under a neighbour's load; BENCHMARKS.md, "Spinning"). So a b
 is all its model has to do, and only while spinning is measured to be faster there: the run times of
 lone one-image calls on each session are tracked, and every :data:`PROBE_EVERY` th lone call goes to
 the session out of favour, so the choice follows the host.
+
+Each session is judged by the fastest of its last :data:`RECENT` lone calls. Interference only ever
+makes a call slower, and a spinning call is hit hardest (a lone call at the tail of a load, beside the
+load generator's last responses, can take three times its time): a moving average remembered such calls
+long after, and kept a server on the slower session for hundreds of calls (BENCHMARKS.md, "Peers"). The
+fastest recent call forgets them at once, and still follows a host whose every recent call got slower.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -23,8 +30,8 @@ T = TypeVar("T")
 PROBE_EVERY = 20
 """One lone call in this many runs on the session out of favour: at most 1/20 of the difference is paid
 to keep measuring it."""
-SMOOTHING = 0.2
-"""Weight of the newest run time in each session's moving average."""
+RECENT = 5
+"""Lone calls per session whose fastest judges it."""
 
 
 class Sessions(Generic[S]):
@@ -38,8 +45,8 @@ class Sessions(Generic[S]):
         self.spinning = spinning
         self._clock = clock
         self._lock = threading.Lock()
-        self._mean_s: dict[bool, float | None] = {False: None, True: None}
-        """Moving average of lone one-image calls, by whether the session spins."""
+        self._recent_s: dict[bool, deque[float]] = {False: deque(maxlen=RECENT), True: deque(maxlen=RECENT)}
+        """The last lone one-image calls' run times, by whether the session spins."""
         self._lone_calls = 0
 
     @property
@@ -60,19 +67,18 @@ class Sessions(Generic[S]):
 
     def prefers_spinning(self) -> bool:
         """Whether a lone batch would spin now, probes aside."""
-        sleeping, spinning = self._mean_s[False], self._mean_s[True]
-        return sleeping is not None and spinning is not None and spinning < sleeping
+        sleeping, spinning = self._recent_s[False], self._recent_s[True]
+        return bool(sleeping) and bool(spinning) and min(spinning) < min(sleeping)
 
     def _lone_choice(self) -> bool:
         with self._lock:
             self._lone_calls += 1
             for spins in (True, False):  # each session measured once before any comparison
-                if self._mean_s[spins] is None:
+                if not self._recent_s[spins]:
                     return spins
             probe = self._lone_calls % PROBE_EVERY == 0
             return self.prefers_spinning() != probe
 
     def _record(self, spins: bool, seconds: float) -> None:
         with self._lock:
-            mean = self._mean_s[spins]
-            self._mean_s[spins] = seconds if mean is None else (1 - SMOOTHING) * mean + SMOOTHING * seconds
+            self._recent_s[spins].append(seconds)

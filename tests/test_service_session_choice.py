@@ -71,3 +71,24 @@ def test_only_one_image_calls_are_compared():
     sessions.run(8, 8, host.call)
     host.cost_s["spinning"] = 0.038
     assert lone_calls(sessions, host, 3) == ["spinning", "sleeping", "spinning"]
+
+
+def test_a_few_calls_slowed_by_interference_do_not_lose_the_faster_session():
+    host = Host(sleeping=0.026, spinning=0.019)
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    lone_calls(sessions, host, 4)
+    host.cost_s["spinning"] = 0.060  # the tail of a load: the load generator still holds a core
+    lone_calls(sessions, host, 2)
+    host.cost_s["spinning"] = 0.019
+    assert sessions.prefers_spinning()
+    assert lone_calls(sessions, host, 3) == ["spinning"] * 3
+
+
+def test_one_fast_probe_wins_back_a_session_whose_host_recovered():
+    host = Host(sleeping=0.026, spinning=0.060)  # a neighbour holds a core for a while
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    lone_calls(sessions, host, PROBE_EVERY)
+    assert not sessions.prefers_spinning()
+    host.cost_s["spinning"] = 0.019  # the neighbour is gone
+    calls = lone_calls(sessions, host, PROBE_EVERY + 3)
+    assert calls[-3:] == ["spinning"] * 3  # from the next probe on
