@@ -363,7 +363,11 @@ def fit_category_ood(cfg: TrainConfig, model: CategoryModel, train_set: ImageDat
         contrast = [features(group).pooled for group in contrast_sets(other_rows, category, train_set.spec,
                                                                        cfg.ood_contrast_per_category, cfg.seed)]
     val = ood_features(model, val_loader, device)
-    fitted = fit_ood(cfg.ood, train, val, cfg.ood_false_alarm_rate, k=cfg.ood_k, contrast=contrast)
+    try:
+        fitted = fit_ood(cfg.ood, train, val, cfg.ood_false_alarm_rate, k=cfg.ood_k, contrast=contrast)
+    except ValueError as error:  # too few or too alike held-out images: a training run still ends well
+        log(f"NO OOD DETECTOR: {error}. The checkpoint has none; the service answers out_of_distribution: null")
+        return None
     if contrast:
         fitted.extra["contrast_images"] = sum(len(group) for group in contrast)
     log(f"OOD detector {cfg.ood} ({', '.join(fitted.detector.checks) if cfg.ood == 'composite' else 'one check'}): "

@@ -16,6 +16,7 @@ from catalog.taxonomy import load_taxonomy
 from export.exporter import export_checkpoint
 from model_training.backbone import build_backbone
 from model_training.checkpoint import CheckpointError, make_info, read_info, save_checkpoint
+from model_training.data import ImageDataset
 from model_training.ensemble import load_predictor
 from model_training.model import CategoryModel, value_orders_for
 from model_training.ood import (
@@ -280,3 +281,27 @@ def test_composite_refuses_a_check_its_held_out_images_cannot_standardise():
     val.input_stats = torch.full((40, 9), 0.5)
     with pytest.raises(ValueError, match=r"input check .* 40 held-out images"):
         fit_ood("composite", backdrop, val, 0.05)
+
+
+def test_training_ends_without_a_detector_and_says_so_when_the_held_out_images_cannot_set_one(tmp_path):
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from model_training.config import TrainConfig
+    from model_training.ood import fit_category_ood
+
+    spec = PreprocessSpec(height=32, width=32)
+    rows = []
+    for i in range(6):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (40, 40), (90, 30, 30) if i < 3 else (10, 200, 10)).save(path)
+        rows.append(LabelRow(i, "Men Tshirts", {}, path))
+    training = ImageDataset(rows[3:], np.zeros((3, 0), dtype=np.int64), spec)
+    alike = ImageDataset(rows[:3], np.zeros((3, 0), dtype=np.int64), spec)  # three identical images
+    torch.manual_seed(0)
+    model = CategoryModel(build_backbone("convnext-test"), value_orders_for(MEN), head_hidden=16).eval()
+    said: list[str] = []
+    fitted = fit_category_ood(TrainConfig(ood="composite", batch_size=4, num_workers=0), model, training,
+                              DataLoader(alike, batch_size=4), torch.device("cpu"), said.append)
+    assert fitted is None
+    assert said and said[-1].startswith("NO OOD DETECTOR") and "cannot be standardised" in said[-1]
