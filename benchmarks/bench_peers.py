@@ -28,7 +28,6 @@ import importlib.util
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_service import (  # noqa: E402
-    build_repository,
+    benchmark_repository,
     in_process_throughput,
     load,
     make_jpegs,
@@ -49,7 +48,6 @@ from benchmarks.bench_service import (  # noqa: E402
 from benchmarks.peers.reference import search  # noqa: E402
 from benchmarks.peers.servers import ServerProcess, start_servers  # noqa: E402
 from benchmarks.report import machine  # noqa: E402
-from service.onnx_predictor import discover  # noqa: E402
 
 CONCURRENCY = 16
 
@@ -142,13 +140,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    temporary = None
-    repository = args.repository
-    if repository is None:
-        temporary = tempfile.TemporaryDirectory()
-        repository = Path(temporary.name)
-        build_repository(args, repository)
-    slug = args.category or discover(repository)[0]
+    repository, slug, temporary = benchmark_repository(args)
     cores = os.cpu_count() or 1
     threads = min(cores, 8)  # the service's default intra-op threads, given to the peers too
     jpegs = make_jpegs(16, (800, 1000))

@@ -280,6 +280,19 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def benchmark_repository(args: argparse.Namespace) -> tuple[Path, str, tempfile.TemporaryDirectory[str] | None]:
+    """``(repository, slug, temporary)``: ``--repository`` as given, or one built into a temporary folder
+    (the caller cleans it up) from ``--backbone`` or the synthetic model's options; the slug is
+    ``--category`` or the repository's first."""
+    temporary = None
+    repository = args.repository
+    if repository is None:
+        temporary = tempfile.TemporaryDirectory()
+        repository = Path(temporary.name)
+        build_repository(args, repository)
+    return repository, args.category or discover(repository)[0], temporary
+
+
 def build_repository(args: argparse.Namespace, folder: Path) -> None:
     if args.backbone:
         from benchmarks.random_repository import build_random_repository
@@ -314,13 +327,7 @@ def main() -> None:
                         help="a service setting for (b) and (d), e.g. --set session_threads=1 (repeatable)")
     args = parser.parse_args()
 
-    temporary = None
-    repository = args.repository
-    if repository is None:
-        temporary = tempfile.TemporaryDirectory()
-        repository = Path(temporary.name)
-        build_repository(args, repository)
-    slug = args.category or discover(repository)[0]
+    repository, slug, temporary = benchmark_repository(args)
     cores = os.cpu_count() or 1
     threads = min(cores, 8)
     jpegs = make_jpegs(16, tuple(args.image_size))

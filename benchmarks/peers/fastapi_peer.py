@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Annotated
 
 import uvicorn
 from fastapi import Body, FastAPI
 
-from benchmarks.peers.model import PeerModel
+from benchmarks.peers.model import PeerModel, peer_arguments
 
 
 def create_app(model: PeerModel) -> FastAPI:
@@ -31,11 +29,7 @@ def create_app(model: PeerModel) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repository", type=Path, required=True)
-    parser.add_argument("--category", required=True)
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser = peer_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
     model = PeerModel.load(args.repository, args.category, args.threads)
     uvicorn.run(create_app(model), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

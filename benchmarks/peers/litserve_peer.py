@@ -7,14 +7,13 @@ its inference worker.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import litserve as ls
 import numpy as np
 
-from benchmarks.peers.model import PeerModel
+from benchmarks.peers.model import PeerModel, peer_arguments
 
 
 class PeerApi(ls.LitAPI):  # type: ignore[misc]
@@ -45,11 +44,7 @@ class PeerApi(ls.LitAPI):  # type: ignore[misc]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repository", type=Path, required=True)
-    parser.add_argument("--category", required=True)
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser = peer_arguments(__doc__.splitlines()[0])
     parser.add_argument("--max-batch-size", type=int, default=1, help="1: batching off")
     parser.add_argument("--batch-timeout", type=float, default=0.01, help="seconds a batch waits to fill")
     args = parser.parse_args()

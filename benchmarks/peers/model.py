@@ -4,6 +4,7 @@ the same bytes, so the pixels are bit-identical to the service's) and the answer
 
 from __future__ import annotations
 
+import argparse
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,16 @@ from PIL import Image
 from catalog.decoding import Decoder, predict_rows
 from catalog.manifest import Manifest, load_manifest, resolve_version
 from catalog.preprocessing import PreprocessSpec, preprocess, reduce_on_decode
+
+
+def peer_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line every peer server takes: which model, where to listen, how many threads."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repository", type=Path, required=True)
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    return parser
 
 
 def peer_session_options(threads: int) -> ort.SessionOptions:
