@@ -62,10 +62,11 @@ class Contender:
     cpu_ms: list[float] = field(default_factory=list)
 
 
-def contenders(servers: dict[str, ServerProcess]) -> list[Contender]:
+def contenders(servers: dict[str, ServerProcess], variants: dict[str, dict[str, str]]) -> list[Contender]:
     every = [Contender("this service, bare body", "service", raw_request),
              Contender("this service, multipart", "service", multipart_request),
-             Contender("this service, bare body, SPIN_WHEN_IDLE=false", "service_sleeping", raw_request),
+             *(Contender("this service, bare body, " + ", ".join(f"{k.upper()}={v}" for k, v in settings.items()),
+                         name, raw_request) for name, settings in variants.items()),
              Contender("plain FastAPI + uvicorn, bare body", "fastapi", raw_request),
              Contender("LitServe, batching on (16), multipart", "litserve_batch", multipart_request),
              Contender("LitServe, batching off, multipart", "litserve", multipart_request)]
@@ -135,7 +136,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-litserve", action="store_true", help="leave LitServe out (without the bench extra)")
     parser.add_argument("--compare-spinning", action="store_true",
                         help="also run the service with SPIN_WHEN_IDLE=false, side by side")
+    parser.add_argument("--variant", action="append", default=[], metavar="SETTING=VALUE[,SETTING=VALUE]",
+                        help="also run the service with these settings, side by side (repeatable)")
     return parser.parse_args()
+
+
+def service_variants(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """Server name -> settings of each service variant the command line asks for."""
+    variants = {"service_sleeping": {"spin_when_idle": "false"}} if args.compare_spinning else {}
+    for index, text in enumerate(args.variant):
+        pairs = [item.split("=", 1) for item in text.split(",")]
+        if any(len(pair) != 2 for pair in pairs):
+            raise SystemExit(f"--variant {text!r}: expected SETTING=VALUE[,SETTING=VALUE]")
+        variants[f"service_variant_{index}"] = {key.strip().lower(): value.strip() for key, value in pairs}
+    return variants
 
 
 def main() -> None:
@@ -151,9 +165,9 @@ def main() -> None:
     print("\n".join(found.lines()), flush=True)
     fastest, batch = found.fastest
     litserve = not args.no_litserve and importlib.util.find_spec("litserve") is not None
-    variants = {"service_sleeping": {"spin_when_idle": "false"}} if args.compare_spinning else {}
+    variants = service_variants(args)
     servers = start_servers(repository, slug, threads, litserve=litserve, variants=variants)
-    rows = contenders(servers)
+    rows = contenders(servers, variants)
     try:
         for server in servers.values():
             server.pause()

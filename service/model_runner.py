@@ -23,6 +23,7 @@ from service.batching import Batcher, BatcherConfig, BatcherHooks
 from service.errors import InferenceError, ModelLoadError
 from service.metrics import ServiceMetrics
 from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
+from service.session_layout import batches_in_flight
 from service.settings import Settings
 
 log = logging.getLogger("service.model_runner")
@@ -68,7 +69,7 @@ def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> Bat
         max_batch = min(max_batch, batch_dim)
     alone = settings.preprocess_alone_when_idle
     return BatcherConfig(max_batch_size=max_batch, max_delay_s=settings.max_queue_delay_s,
-                         max_queue_size=settings.max_queue_size, max_in_flight=settings.max_batches_in_flight,
+                         max_queue_size=settings.max_queue_size, max_in_flight=batches_in_flight(settings, provider),
                          timeout_s=settings.request_timeout_s,
                          run_alone_when_idle=provider in CPU_PROVIDERS if alone is None else alone)
 

@@ -1,6 +1,6 @@
-"""The model repository served with ONNX Runtime (the default backend): each model's sessions (a sleeping one,
-and a spinning one for lone batches: ``service/session_choice.py``), checked against its manifest; batching,
-decoding and metrics are ``service/model_runner.py``'s."""
+"""The model repository served with ONNX Runtime (the default backend): each model's sessions (a shared one,
+and a lone one for lone batches: ``service/session_layout.py``, ``service/session_choice.py``), checked
+against its manifest; batching, decoding and metrics are ``service/model_runner.py``'s."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from service.metrics import ServiceMetrics
 from service.model_runner import ModelRunner as OnnxModel
 from service.model_runner import RepositoryPredictor, Runtime, batcher_config, discover
 from service.session_choice import Sessions
+from service.session_layout import CPU_PROVIDER, session_layout
 from service.settings import Settings
 
 __all__ = ["OnnxModel", "OnnxPredictor", "batcher_config", "check_session", "discover", "open_sessions",
@@ -41,26 +42,18 @@ def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptio
 
 
 def open_sessions(model_file: Path, settings: Settings) -> Sessions[ort.InferenceSession]:
-    """The sleeping session, and the spinning one as ``spin_when_idle`` says (unset: on the CPU provider
-    with at least 2 intra-op threads, the only case where threads can spin)."""
-    threads = settings.resolved_session_threads
-
-    def open_session(spinning: bool) -> ort.InferenceSession:
+    """The shared session and, as ``service/session_layout.py`` decides for the provider it runs on, the
+    lone one."""
+    def open_session(threads: int, spinning: bool = False) -> ort.InferenceSession:
         return ort.InferenceSession(str(model_file), session_options(threads, spinning=spinning),
                                     providers=settings.providers)
 
-    sleeping = open_session(False)
-    provider = sleeping.get_providers()[0]
-    spin = settings.spin_when_idle
-    if spin is None:
-        spin = threads > 1 and provider == "CPUExecutionProvider"
-    elif spin and provider != "CPUExecutionProvider":
-        raise ValueError(f"spin_when_idle=True spins CPU threads, and the model runs on {provider}: a second copy "
-                         f"on the device would gain nothing; unset CATALOG_SERVICE_SPIN_WHEN_IDLE")
-    elif spin and threads < 2:
-        raise ValueError(f"spin_when_idle=True needs at least 2 session threads to spin, and session_threads "
-                         f"resolves to {threads}: raise CATALOG_SERVICE_SESSION_THREADS or unset the former")
-    return Sessions(sleeping, open_session(True) if spin else None)
+    cpu_first = settings.providers[0] == CPU_PROVIDER
+    shared = open_session(session_layout(settings, CPU_PROVIDER).shared_threads if cpu_first
+                          else settings.resolved_session_threads)
+    layout = session_layout(settings, shared.get_providers()[0])
+    return Sessions(shared, None if layout.lone_threads is None else open_session(layout.lone_threads,
+                                                                                  layout.lone_spins))
 
 
 def session_logits(session: ort.InferenceSession, manifest: Manifest, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -92,7 +85,7 @@ class OnnxPredictor(RepositoryPredictor):
 
     def open_runtime(self, folder: Path, manifest: Manifest) -> Runtime:
         sessions = open_sessions(folder / manifest.model_file, self._settings)
-        check_session(folder, manifest, sessions.sleeping)
+        check_session(folder, manifest, sessions.shared)
         if self._settings.warmup:  # the runner warms one session; a first lone request may meet the other
             for session in sessions.every:
                 session_outputs(session, manifest, np.zeros((1, *manifest.preprocess_spec().input_shape), np.float32))
@@ -102,7 +95,7 @@ class OnnxPredictor(RepositoryPredictor):
             return self.sessions[manifest.slug].run(len(batch), admitted,
                                                     lambda session: session_outputs(session, manifest, batch))
 
-        return Runtime(run, sessions.sleeping.get_providers()[0], manifest.precision)
+        return Runtime(run, sessions.shared.get_providers()[0], manifest.precision)
 
 
 def check_session(folder: Path, manifest: Manifest, session: ort.InferenceSession) -> None:

@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     """How long the first queued image may wait for others; 0 never waits while the model is idle."""
     max_queue_size: int = Field(default=256, ge=1)
     """Queued images per model beyond which requests are refused at once with 503 and Retry-After."""
-    max_batches_in_flight: int = Field(default=1, ge=1, le=64)
-    """Batches one model session runs at the same time."""
+    max_batches_in_flight: int | None = Field(default=None, ge=1, le=64)
+    """Batches of one model that run at the same time. Unset: with ``session_threads`` unset on the CPU
+    provider, one per core of the budget (each on one intra-op thread: ``service/session_layout.py``); else 1."""
     request_timeout_s: float = Field(default=10.0, gt=0)
     """An image whose batch has not started within this time fails with 504."""
     drain_timeout_s: float = Field(default=20.0, ge=0)
@@ -94,9 +95,11 @@ class Settings(BaseSettings):
     ``torchvision.io.decode_jpeg``), a batch at a time, then resize and normalise there; other formats are
     preprocessed on the CPU as usual. Start-up fails when torchvision or CUDA is missing."""
     session_threads: int = Field(default=0, ge=0, le=256)
-    """Intra-op threads per model session; 0 uses each worker process's share of the container's CPU budget
-    (its cgroup quota, else the cores available, divided by ``workers`` and rounded down; at least 1, at
-    most 8)."""
+    """Intra-op threads per model session. 0 (the default) sizes by each worker process's share of the
+    container's CPU budget (its cgroup quota, else the cores available, divided by ``workers`` and rounded
+    down; at least 1, at most 8): on the CPU provider, batches under load then run on one thread each, as
+    many at once as the budget has cores, and a lone batch may run on a session with the whole budget
+    (``service/session_layout.py``, measured there); on other providers a session gets the budget."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
     """Threads that preprocess uploads (decode the file, resize, normalise), per worker process; 0 uses each
     worker's share of the container's CPU budget (divided by ``workers``, rounded down, at least 1)."""
@@ -107,14 +110,14 @@ class Settings(BaseSettings):
     models served by the CPU provider and off on a GPU, where the model is much faster than
     preprocessing and should not be held while an image is read."""
     spin_when_idle: bool | None = None
-    """Load each model twice: a session whose intra-op threads sleep between the parallel parts of a call
-    (every batch that shares the cores with other uploads) and one whose threads spin during a call and
-    stop when it returns (ONNX Runtime's ``session.force_spinning_stop``). A batch that is all its model
-    has to do (a lone request at low load) runs on the spinning session while lone calls there are
-    measured to be faster: on an idle host spinning saves the wake-ups, on a host whose cores others
-    share it can double the call (``service/session_choice.py``). No CPU is spent while idle. It costs a
-    second copy of each model in memory. Unset, it is on for models served by the CPU provider with at
-    least 2 session threads; on needs 2."""
+    """Whether the lone session's intra-op threads spin during a call and stop when it returns (ONNX Runtime's
+    ``session.force_spinning_stop``). A batch that is all its model has to do (a lone request at low load)
+    runs on the lone session while lone calls there are measured to be faster than on the session every
+    other batch runs on: on an idle host spinning saves the wake-ups, on a host whose cores others share
+    it can double the call (``service/session_choice.py``). No CPU is spent while idle. The lone session
+    is a second copy of each model in memory; it exists when it spins or has more threads than the other
+    (``session_threads`` unset: it gets the whole budget). Unset, spinning is on for models served by the
+    CPU provider with at least 2 session threads; on needs 2."""
     warmup: bool = True
     """Run one dummy batch per model at start-up so the first request is not slow."""
 

@@ -96,8 +96,9 @@ def test_the_real_predictor_sizes_its_pools_by_the_quota(cgroup):
         predictor.load()
         assert predictor._preprocess_pool._max_workers == 3
         sessions = predictor.sessions["men_tshirts"].every
-        assert len(sessions) == 2  # sleeping and spinning (service/session_choice.py)
-        assert [s.get_session_options().intra_op_num_threads for s in sessions] == [3, 3]
+        assert len(sessions) == 2  # shared and lone (service/session_layout.py)
+        assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 3]
+        assert predictor.ready_model("men_tshirts").batcher.config.max_in_flight == 3
     finally:
         predictor._preprocess_pool.shutdown()
 

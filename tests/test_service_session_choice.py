@@ -49,7 +49,7 @@ def test_lone_calls_spin_while_spinning_is_faster_and_probe_the_other_session():
     sessions = Sessions("sleeping", "spinning", clock=host.clock)
     calls = lone_calls(sessions, host, 2 * PROBE_EVERY)
     assert calls[:2] == ["spinning", "sleeping"]  # each measured once
-    assert sessions.prefers_spinning()
+    assert sessions.prefers_lone()
     assert calls[2:].count("sleeping") == 2  # the probes, one in PROBE_EVERY
     assert sessions.run(4, 4, host.call) == "spinning"  # a whole batch that is all there is to do spins too
 
@@ -60,7 +60,7 @@ def test_the_choice_follows_the_host_when_spinning_turns_slower():
     lone_calls(sessions, host, PROBE_EVERY)
     host.cost_s["spinning"] = 0.080  # a neighbour now holds a core: spinning doubles the call
     calls = lone_calls(sessions, host, 3 * PROBE_EVERY)
-    assert not sessions.prefers_spinning()
+    assert not sessions.prefers_lone()
     assert calls[-PROBE_EVERY:].count("spinning") == 1  # only the probe
 
 
@@ -80,7 +80,7 @@ def test_a_few_calls_slowed_by_interference_do_not_lose_the_faster_session():
     host.cost_s["spinning"] = 0.060  # the tail of a load: the load generator still holds a core
     lone_calls(sessions, host, 2)
     host.cost_s["spinning"] = 0.019
-    assert sessions.prefers_spinning()
+    assert sessions.prefers_lone()
     assert lone_calls(sessions, host, 3) == ["spinning"] * 3
 
 
@@ -88,7 +88,7 @@ def test_one_fast_probe_wins_back_a_session_whose_host_recovered():
     host = Host(sleeping=0.026, spinning=0.060)  # a neighbour holds a core for a while
     sessions = Sessions("sleeping", "spinning", clock=host.clock)
     lone_calls(sessions, host, PROBE_EVERY)
-    assert not sessions.prefers_spinning()
+    assert not sessions.prefers_lone()
     host.cost_s["spinning"] = 0.019  # the neighbour is gone
     calls = lone_calls(sessions, host, PROBE_EVERY + 3)
     assert calls[-3:] == ["spinning"] * 3  # from the next probe on

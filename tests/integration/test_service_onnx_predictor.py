@@ -159,11 +159,11 @@ def test_cpu_models_with_threads_to_spin_get_a_spinning_session_unless_set(tmp_p
                            ServiceMetrics())
     loader.load()
     sessions = loader.sessions["men_tshirts"]
-    assert spin_entries(sessions.sleeping) == ("0", None)
+    assert spin_entries(sessions.shared) == ("0", None)
     if spins:
-        assert sessions.spinning is not None and spin_entries(sessions.spinning) == ("1", "1")
+        assert sessions.lone is not None and spin_entries(sessions.lone) == ("1", "1")
     else:
-        assert sessions.spinning is None
+        assert sessions.lone is None
 
 
 def test_spinning_with_one_thread_is_refused_naming_both_settings(tmp_path):
@@ -198,7 +198,7 @@ def test_batches_tell_the_session_choice_how_many_images_the_model_has_admitted(
 
         def run(self, batch_size, admitted, call):
             seen.append((batch_size, admitted))
-            return call(real.sleeping)
+            return call(real.shared)
 
     loader.sessions["men_tshirts"] = Recording()
     image = np.zeros((3, 32, 32), np.float32)
