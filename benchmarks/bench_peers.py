@@ -7,7 +7,8 @@ same JPEG upload, in interleaved rounds on one machine:
 Servers: the service as shipped (``python -m service``, its defaults) with bare-body and multipart uploads;
 plain FastAPI + uvicorn (``benchmarks/peers/fastapi_peer.py``); LitServe with batching on and off
 (``benchmarks/peers/litserve_peer.py``, multipart uploads, the ``bench`` extra). Peers run ONNX Runtime at
-the service's intra-op thread count and its defaults otherwise.
+the service's whole-budget intra-op thread count and its defaults otherwise; plain FastAPI also runs with
+one intra-op thread (its request threads then call the model side by side, as the service's batches do).
 
 The reference, "the model's own limit", is the best ONNX Runtime configuration a small search finds
 (``benchmarks/peers/reference.py``): throughput of in-process preprocessing + inference, and the latency of
@@ -68,6 +69,7 @@ def contenders(servers: dict[str, ServerProcess], variants: dict[str, dict[str, 
              *(Contender("this service, bare body, " + ", ".join(f"{k.upper()}={v}" for k, v in settings.items()),
                          name, raw_request) for name, settings in variants.items()),
              Contender("plain FastAPI + uvicorn, bare body", "fastapi", raw_request),
+             Contender("plain FastAPI + uvicorn, 1 intra-op thread, bare body", "fastapi_one_thread", raw_request),
              Contender("LitServe, batching on (16), multipart", "litserve_batch", multipart_request),
              Contender("LitServe, batching off, multipart", "litserve", multipart_request)]
     return [c for c in every if c.server in servers]
@@ -174,7 +176,8 @@ def main() -> None:
         per_round = max(32, int(found.throughput[fastest, batch] * args.duration))
         references = []
         for round_index in range(args.rounds):
-            reference_rate = in_process_throughput(models[fastest], jpegs, batch, per_round, cores)[0]
+            reference_rate = in_process_throughput(models[fastest], jpegs, batch, per_round, cores,
+                                                   fastest.calls)[0]
             references.append(reference_rate)
             shift = round_index % len(rows)  # a different server goes first each round
             for contender in rows[shift:] + rows[:shift]:

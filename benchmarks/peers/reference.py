@@ -2,8 +2,10 @@
 the service's settings (a cost in the service's own session options would otherwise cancel out).
 
 Searched: intra-op threads x spinning (off; on, ONNX Runtime's default; on but stopped when the last run
-returns, ``session.force_spinning_stop``) x batch size. Throughput is in-process preprocessing pipelined
-in a thread pool feeding model calls; latency is one image preprocessed and run alone."""
+returns, ``session.force_spinning_stop``) x batch size, and one intra-op thread with as many calls at
+once as there are cores (what the service does under load, ``service/session_layout.py``). Throughput is
+in-process preprocessing pipelined in a thread pool feeding model calls; latency is one image preprocessed
+and run alone."""
 
 from __future__ import annotations
 
@@ -29,9 +31,12 @@ SPINNING = {
 class Config:
     threads: int
     spinning: str
+    calls: int = 1
+    """Model calls at once, each from its own thread (for throughput; latency is one image alone)."""
 
     def __str__(self) -> str:
-        return f"{self.threads} thread(s), spinning {self.spinning}"
+        parallel = f", {self.calls} calls at once" if self.calls > 1 else ""
+        return f"{self.threads} thread(s), spinning {self.spinning}{parallel}"
 
 
 def load_model(repository: Path, slug: str, config: Config) -> Model:
@@ -94,7 +99,10 @@ def search(repository: Path, slug: str, jpegs: list[bytes], thread_counts: list[
            seconds: float, decode_threads: int) -> tuple[Search, dict[Config, Model]]:
     """Two interleaved sweeps over every configuration (the best of each kept: one sweep on a VM can
     crown a configuration by a drift); a cell runs about ``seconds``."""
-    models = {Config(t, s): load_model(repository, slug, Config(t, s)) for t in thread_counts for s in SPINNING}
+    configs = [Config(t, s) for t in thread_counts for s in SPINNING]
+    if decode_threads > 1:
+        configs.append(Config(1, "off", decode_threads))
+    models = {config: load_model(repository, slug, config) for config in configs}
     result = Search({}, {})
     per_image_s = statistics.median(lone_latency_s(next(iter(models.values())), jpegs, 4))
     images = max(16, int(seconds / per_image_s))
@@ -103,7 +111,8 @@ def search(repository: Path, slug: str, jpegs: list[bytes], thread_counts: list[
         for config, model in models.items():
             latencies[config] += lone_latency_s(model, jpegs, max(5, images // 4))
             for batch in batches:
-                rate = in_process_throughput(model, jpegs, batch, max(images, 2 * batch), decode_threads)[0]
+                rate = in_process_throughput(model, jpegs, batch, max(images, 2 * batch), decode_threads,
+                                             config.calls)[0]
                 result.throughput[config, batch] = max(rate, result.throughput.get((config, batch), 0.0))
     result.latency_ms = {config: statistics.median(values) * 1e3 for config, values in latencies.items()}
     return result, models

@@ -86,6 +86,9 @@ def start_servers(repository: Path, slug: str, threads: int, litserve: bool = Tr
         "CATALOG_SERVICE_CATEGORIES": slug, **{f"CATALOG_SERVICE_{k.upper()}": v for k, v in settings.items()}})
         for name, settings in {"service": {}, **(variants or {})}.items()}
     servers["fastapi"] = ServerProcess("fastapi", ["-m", "benchmarks.peers.fastapi_peer", *where], "/health")
+    if threads > 1:  # the service runs batches under load on one thread each: the peer gets that choice too
+        servers["fastapi_one_thread"] = ServerProcess(
+            "fastapi_one_thread", ["-m", "benchmarks.peers.fastapi_peer", *where[:-1], "1"], "/health")
     if litserve:
         servers["litserve_batch"] = ServerProcess(
             "litserve_batch", ["-m", "benchmarks.peers.litserve_peer", *where, "--max-batch-size", "16"], "/health")
