@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     """With the torch backend: the arithmetic (autocast) the model runs in; ``auto`` is ``bfloat16`` on CUDA
     and ``float32`` on the CPU. Reduced precision is verified at load with a wider tolerance."""
     torch_compile: TorchCompile = "off"
-    """With the torch backend: ``torch.compile`` mode (``reduce-overhead`` adds CUDA graphs). Batches are then
-    padded to powers of two, each compiled at start-up. Opt-in: its gain is unmeasured here (no GPU)."""
+    """With the torch backend: ``torch.compile`` mode (``reduce-overhead`` adds CUDA graphs, and then runs every
+    batch on one thread of its own, one at a time: the graphs are per thread). Batches are then padded to
+    powers of two, each compiled at start-up. Opt-in: its gain is unmeasured here (no GPU)."""
     gpu_decode: bool = False
     """With the torch backend on CUDA: decode JPEG uploads on the GPU (nvJPEG through
     ``torchvision.io.decode_jpeg``), a batch at a time, then resize and normalise there; other formats are
@@ -262,6 +263,10 @@ class Settings(BaseSettings):
             ignored = [name for name, is_set in onnx_only.items() if is_set]
             if ignored:
                 raise ValueError(f"{', '.join(ignored)} apply only with backend 'onnxruntime' (backend is 'torch')")
+            if self.torch_compile == "reduce-overhead" and (self.max_batches_in_flight or 1) > 1:
+                raise ValueError(f"max_batches_in_flight={self.max_batches_in_flight} cannot apply with torch_compile "
+                                 "'reduce-overhead': CUDA graphs are per thread, so its batches run one at a time on "
+                                 f"one thread; unset {ENV_PREFIX}MAX_BATCHES_IN_FLIGHT")
             return self
         chosen = {"torch_checkpoints": self.torch_checkpoints != {}, "torch_device": self.torch_device != "auto",
                   "torch_dtype": self.torch_dtype != "auto", "torch_compile": self.torch_compile != "off",

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +29,10 @@ DTYPES: dict[str, tuple[torch.dtype, str]] = {
     "float32": (torch.float32, "fp32"), "float16": (torch.float16, "fp16"), "bfloat16": (torch.bfloat16, "bf16"),
 }
 """Setting value -> the autocast dtype and the precision label the API reports."""
+GRAPHS = "reduce-overhead"
+"""The ``torch_compile`` mode that records CUDA graphs."""
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ def resolve_choice(settings: Settings) -> TorchChoice:
     if device == "cuda" and not cuda:
         raise ModelLoadError(f"torch_device 'cuda': torch {torch.__version__} sees no CUDA device here")
     name = settings.torch_dtype if settings.torch_dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    if settings.torch_compile == "reduce-overhead" and device != "cuda":
+    if settings.torch_compile == GRAPHS and device != "cuda":
         raise ModelLoadError("torch_compile 'reduce-overhead' records CUDA graphs and needs torch_device cuda")
     if settings.gpu_decode and device != "cuda":
         raise ModelLoadError(f"gpu_decode needs the torch backend on CUDA; torch_device is {device!r}")
@@ -112,9 +118,22 @@ def buckets(max_batch: int) -> list[int]:
     return [*sizes, max_batch]
 
 
+class DedicatedThread:
+    """Runs every call on one thread of its own, whichever thread asks. CUDA graphs recorded by
+    ``torch.compile(mode="reduce-overhead")`` are thread-local (its cudagraph trees keep their state per
+    capturing thread): a model warmed up on the loading thread and then called from the batcher's threads
+    re-records or, worse, replays another thread's graph memory without an error (pytorch/pytorch#123177)."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    def __call__(self, function: Callable[[T], R], argument: T) -> R:
+        return self._pool.submit(function, argument).result()
+
+
 class TorchRunner:
     """``run(batch) -> (logits by attribute, OOD score)`` for one model; batches are NumPy arrays or tensors
-    (on any device)."""
+    (on any device). With CUDA graphs every call (warm-up and verification included) runs on one thread."""
 
     def __init__(self, module: torch.nn.Module, manifest: Manifest, choice: TorchChoice, max_batch: int) -> None:
         self._manifest = manifest
@@ -125,8 +144,14 @@ class TorchRunner:
         self._sizes = buckets(max_batch) if choice.compile_mode != "off" else []
         self._module: Any = torch.compile(module, mode=choice.compile_mode, dynamic=False) \
             if choice.compile_mode != "off" else module
+        self._graph_thread = DedicatedThread(f"{manifest.slug}-graphs") if choice.compile_mode == GRAPHS else None
 
     def run(self, batch: np.ndarray | torch.Tensor) -> Outputs:
+        if self._graph_thread is not None:
+            return self._graph_thread(self._run, batch)
+        return self._run(batch)
+
+    def _run(self, batch: np.ndarray | torch.Tensor) -> Outputs:
         pixels = torch.as_tensor(batch).to(self._choice.device, non_blocking=True)
         n = len(pixels)
         pixels = self._padded(pixels)

@@ -4,6 +4,10 @@ and the batch sizes a compiled model is built for. Serving is tested end to end 
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +75,28 @@ def test_a_composite_detector_scores_in_fp32_under_reduced_precision(tmp_path, d
     runner = TorchRunner(load_module(folder, manifest, settings(repository), choice.device), manifest, choice, 8)
     assert manifest.ood is not None and manifest.ood.method == "composite"
     assert runner.verify(folder) < 0.05 * manifest.ood.threshold
+
+
+def test_with_cuda_graphs_every_call_runs_on_one_thread_whoever_asks(tmp_path, monkeypatch):
+    # CUDA graphs are per thread: warm-up on the loading thread and batches from the batcher's threads must
+    # all reach the model on one thread. Compiling is skipped (no CUDA here); the dispatch is what is tested.
+    repository, _ = torch_repository(tmp_path)
+    folder = repository / SLUG / "1"
+    manifest = load_manifest(folder)
+    choice = dataclasses.replace(resolve_choice(settings(repository)), compile_mode="reduce-overhead")
+    monkeypatch.setattr(torch, "compile", lambda module, **options: module)
+    module = load_module(folder, manifest, settings(repository), choice.device)
+    seen: set[int] = set()
+    module.register_forward_pre_hook(lambda *_: seen.add(threading.get_ident()))
+    runner = TorchRunner(module, manifest, choice, 4)
+    batch = np.zeros((2, 3, 32, 32), np.float32)
+    runner.warm_up()
+    with ThreadPoolExecutor(3) as callers:
+        answers = list(callers.map(lambda _: runner.run(batch), range(6)))
+    assert len(seen) == 1 and threading.get_ident() not in seen
+    assert all(np.array_equal(a[0][k], answers[0][0][k]) for a in answers for k in a[0])
+
+
+def test_more_batches_in_flight_than_cuda_graphs_allow_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="max_batches_in_flight=2 cannot apply with torch_compile 'reduce-overhead'"):
+        settings(tmp_path, torch_compile="reduce-overhead", max_batches_in_flight=2)
