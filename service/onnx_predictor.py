@@ -28,8 +28,8 @@ def session_options(threads: int, *, spinning: bool = False) -> ort.SessionOptio
     and stop spinning when the call returns (see :mod:`service.session_choice`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    # One model call at a time per session: parallelism comes from intra-op threads, and more
-    # inter-op threads only oversubscribe the cores that preprocess uploads.
+    # Parallelism comes from intra-op threads and from batches run side by side on the batcher's threads
+    # (service/session_layout.py); more inter-op threads only oversubscribe the cores that preprocess uploads.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -49,9 +49,11 @@ def open_sessions(model_file: Path, settings: Settings) -> Sessions[ort.Inferenc
                                     providers=settings.providers)
 
     cpu_first = settings.providers[0] == CPU_PROVIDER
-    shared = open_session(session_layout(settings, CPU_PROVIDER).shared_threads if cpu_first
-                          else settings.resolved_session_threads)
+    threads = session_layout(settings, CPU_PROVIDER).shared_threads if cpu_first else settings.resolved_session_threads
+    shared = open_session(threads)
     layout = session_layout(settings, shared.get_providers()[0])
+    if layout.shared_threads != threads:  # a device provider that fell back to the CPU: size it as the CPU's
+        shared = open_session(layout.shared_threads)
     return Sessions(shared, None if layout.lone_threads is None else open_session(layout.lone_threads,
                                                                                   layout.lone_spins))
 

@@ -224,3 +224,26 @@ def test_batches_tell_the_session_choice_how_many_images_the_model_has_admitted(
 
     asyncio.run(run())
     assert seen == [(1, 1), (1, 2), (1, 1)]
+
+
+def test_a_device_provider_that_falls_back_to_the_cpu_gets_the_cpu_layout(tmp_path, monkeypatch):
+    # ONNX Runtime quietly serves a CUDA-first provider list on the CPU when CUDA cannot start (onnxruntime-gpu on
+    # a node without a GPU). The batcher then runs one batch per core on the shared session, as on the CPU: a
+    # shared session that kept the whole budget would run that many batches on that many threads each.
+    import service.cpu_budget as budget
+    import service.onnx_predictor as onnx_predictor
+
+    class FallsBack(ort.InferenceSession):  # CUDA asked for, the CPU given (also on a host with a GPU)
+        def __init__(self, path, options, providers):
+            super().__init__(path, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(budget, "cgroup_quota", lambda root=None: None)
+    monkeypatch.setattr(budget, "available_cpus", lambda: 4)
+    monkeypatch.setattr(Settings, "providers", property(lambda self: ["CUDAExecutionProvider", "CPUExecutionProvider"]))
+    monkeypatch.setattr(onnx_predictor.ort, "InferenceSession", FallsBack)
+    build_repository(tmp_path)
+    loader = OnnxPredictor(Settings(repository=tmp_path, warmup=False), ServiceMetrics())
+    loader.load()
+    sessions = loader.sessions["men_tshirts"].every
+    assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 4]
+    assert loader.ready_model("men_tshirts").batcher.config.max_in_flight == 4
