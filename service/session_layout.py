@@ -12,6 +12,10 @@ concurrency 16, one thread with 2 batches in flight took 44.2 ms of CPU per Conv
 threads finish it sooner (26 against 32 ms), so the lone session keeps the whole budget and
 :mod:`service.session_choice` sends a lone batch to whichever of the two its recent calls say is faster.
 
+A set ``max_batches_in_flight`` (with ``session_threads`` unset) shares the budget out among that many
+batches instead: each gets ``budget // max_batches_in_flight`` threads (at least 1), so 1 is the earlier
+one-batch, whole-budget layout.
+
 Setting ``session_threads`` keeps the earlier layout: that many threads for every batch, one batch at a
 time unless ``max_batches_in_flight`` says otherwise, and a spinning copy for lone batches as
 ``spin_when_idle`` says.
@@ -47,9 +51,10 @@ def session_layout(settings: Settings, provider: str) -> SessionLayout:
             raise ValueError(f"spin_when_idle=True spins CPU threads, and the model runs on {provider}: a second copy "
                              f"on the device would gain nothing; unset {ENV_PREFIX}SPIN_WHEN_IDLE")
         return SessionLayout(budget, settings.max_batches_in_flight or 1, None, False)
-    per_core = settings.session_threads == 0 and budget > 1
-    shared = 1 if per_core else budget
-    in_flight = settings.max_batches_in_flight or (budget if per_core else 1)
+    split = settings.session_threads == 0  # the budget is shared out among the batches in flight
+    in_flight = settings.max_batches_in_flight or (budget if split else 1)
+    # A set batch count below the cores splits them, or load would leave cores idle.
+    shared = max(1, budget // in_flight) if split else budget
     spins = budget > 1 if settings.spin_when_idle is None else settings.spin_when_idle
     if spins and budget < 2:
         raise ValueError(f"spin_when_idle=True needs at least 2 session threads to spin, and session_threads "

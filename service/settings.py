@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     """Queued images per model beyond which requests are refused at once with 503 and Retry-After."""
     max_batches_in_flight: int | None = Field(default=None, ge=1, le=64)
     """Batches of one model that run at the same time. Unset: with ``session_threads`` unset on the CPU
-    provider, one per core of the budget (each on one intra-op thread: ``service/session_layout.py``); else 1."""
+    provider, one per core of the budget (each on one intra-op thread: ``service/session_layout.py``); else 1.
+    Set, with ``session_threads`` unset on the CPU provider, the budget's threads are split among them."""
     request_timeout_s: float = Field(default=10.0, gt=0)
     """An image whose batch has not started within this time fails with 504."""
     drain_timeout_s: float = Field(default=20.0, ge=0)

@@ -76,3 +76,15 @@ def test_spinning_on_one_thread_is_refused_naming_the_settings(tmp_path, cores):
     cores(1)
     with pytest.raises(ValueError, match=r"needs at least 2 session threads.*resolves to 1.*SESSION_THREADS"):
         layout(tmp_path, spin_when_idle=True)
+
+
+@pytest.mark.parametrize(("count", "in_flight", "expected"), [
+    (4, 1, SessionLayout(4, 1, 4, True)),  # the old default pinned: one batch at a time on every core
+    (8, 2, SessionLayout(4, 2, 8, True)),
+    (4, 8, SessionLayout(1, 8, 4, True)),  # more batches than cores: one thread each
+])
+def test_a_set_batch_count_splits_the_budget_so_load_still_reaches_every_core(tmp_path, cores, count, in_flight,
+                                                                             expected):
+    # One thread per batch with fewer batches than cores would leave cores idle under load.
+    cores(count)
+    assert layout(tmp_path, max_batches_in_flight=in_flight) == expected
