@@ -247,3 +247,44 @@ def test_a_device_provider_that_falls_back_to_the_cpu_gets_the_cpu_layout(tmp_pa
     sessions = loader.sessions["men_tshirts"].every
     assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 4]
     assert loader.ready_model("men_tshirts").batcher.config.max_in_flight == 4
+
+
+def test_unset_threads_run_batches_side_by_side_on_the_one_thread_session_with_the_lone_answers(tmp_path, monkeypatch):
+    # The default CPU layout: two batches meet inside the shared session's run at once (a barrier that only two
+    # concurrent calls pass), and their answers are those of the images run one at a time.
+    import service.cpu_budget as budget
+
+    monkeypatch.setattr(budget, "cgroup_quota", lambda root=None: None)
+    monkeypatch.setattr(budget, "available_cpus", lambda: 2)
+    build_repository(tmp_path)
+    loader = OnnxPredictor(Settings(repository=tmp_path, max_batch_size=1), ServiceMetrics())
+    loader.load()
+    served = loader.ready_model("men_tshirts")
+    real = loader.sessions["men_tshirts"]
+    assert real.shared.get_session_options().intra_op_num_threads == 1 and served.batcher.config.max_in_flight == 2
+    meet = threading.Barrier(2, timeout=10)
+
+    class Meeting:
+        every = real.every
+
+        def run(self, batch_size, admitted, call):
+            if admitted > batch_size:  # under load: the shared session
+                meet.wait()
+            return real.run(batch_size, admitted, call)
+
+    rng = np.random.default_rng(2)
+    images = [rng.standard_normal((3, 32, 32)).astype(np.float32) for _ in range(2)]
+
+    async def run() -> tuple[list, list]:
+        await loader.start()
+        try:
+            alone = [await served.infer(pixels(x), None) for x in images]
+            loader.sessions["men_tshirts"] = Meeting()
+            return alone, await asyncio.gather(*(served.infer(pixels(x), None) for x in images))
+        finally:
+            await loader.stop(1.0)
+
+    alone, together = asyncio.run(run())
+    for a, t in zip(alone, together, strict=True):
+        assert {k: (p.value, round(p.confidence, 5)) for k, p in a.row.items()} == {
+            k: (p.value, round(p.confidence, 5)) for k, p in t.row.items()}
