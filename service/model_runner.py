@@ -20,7 +20,7 @@ from catalog.manifest import Manifest, ManifestError, list_versions, load_manife
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
 from service.batching import Batcher, BatcherConfig, BatcherHooks
-from service.errors import InferenceError, ModelLoadError
+from service.errors import InferenceError, InferenceUnavailableError, ModelLoadError
 from service.metrics import ServiceMetrics
 from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
 from service.settings import Settings
@@ -53,6 +53,9 @@ class Runtime:
     fail, by index: stacking, or decoding on the device (``gpu_decode``)."""
     device_decode: bool = False
     """Whether JPEG uploads reach ``prepare`` as their bytes (``service/device_upload.py``)."""
+    holds_model: bool = True
+    """Whether this process holds the model (its sessions or module): False for a front end that sends its
+    batches to the inference process (``shared_inference``)."""
 
 
 def discover(repository: Path) -> list[str]:
@@ -79,7 +82,7 @@ class ModelRunner:
     def __init__(self, info: ModelInfo, manifest: Manifest, runtime: Runtime, top_k: int,
                  batching: BatcherConfig, hooks: BatcherHooks, preprocess_pool: Executor) -> None:
         self.info = info
-        self._runtime = runtime
+        self.runtime = runtime
         self._decoder = manifest.decoder()
         self._top_k = top_k
         self.batcher: Batcher[np.ndarray, Answer] = Batcher(self.run_batch, batching, name=info.name, hooks=hooks,
@@ -89,8 +92,10 @@ class ModelRunner:
         """Model call plus decoding, in the batcher's worker thread (both release the event loop). An image the
         runtime could not prepare fails alone."""
         try:
-            batch, failed = self._runtime.prepare(pixels)
+            batch, failed = self.runtime.prepare(pixels)
             answers = iter(self._answers(batch) if len(batch) else [])
+        except InferenceUnavailableError:
+            raise  # the batch never ran: 503, retry may succeed (logged where it was found)
         except Exception as error:
             # Logged with its details; the client learns only that its batch failed.
             log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
@@ -103,7 +108,7 @@ class ModelRunner:
     def _answers(self, batch: Any) -> list[Answer]:
         # ``admitted`` is read from the batcher's worker thread while the event loop may change it: a request
         # admitted meanwhile at worst meets one spinning call.
-        logits, ood = self._runtime.run(batch, self.batcher.admitted)
+        logits, ood = self.runtime.run(batch, self.batcher.admitted)
         rows = predict_rows(self._decoder, logits, top_k=self._top_k)
         if ood is None:
             return [Answer(row) for row in rows]
@@ -189,6 +194,7 @@ class RepositoryPredictor:
             except InferenceError as error:
                 raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
         self._metrics.model_info.labels(slug, str(manifest.version), info.precision, info.provider).set(1)
+        self._metrics.model_copies.labels(slug).set(1 if runtime.holds_model else 0)
         if manifest.ood is not None:  # a flagged share of 0 from the start, not "no data"
             self._metrics.ood_scored_total.labels(slug)
             self._metrics.ood_flagged_total.labels(slug)
