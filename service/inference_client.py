@@ -131,7 +131,7 @@ class Slot:
             raise ValueError(f"{self.slug}: a batch of {size} images does not fit its slot of {self.capacity}")
         assert self.images is not None, "closed"
         np.stack(items, out=self.images[:size])  # raises on an image of another shape
-        connection = self._connect()
+        connection = self.connect()
         try:
             connection.send(Call(size, admitted))
             if not connection.poll(CALL_TIMEOUT_S):
@@ -146,7 +146,7 @@ class Slot:
         assert isinstance(reply, Result), type(reply)
         return reply.logits, reply.ood
 
-    def _connect(self) -> Connection:
+    def connect(self) -> Connection:
         if self._connection is not None:
             return self._connection
         connection, hello = self._link.open()
@@ -196,6 +196,10 @@ class ModelSlots:
             return slot.call(batch, admitted)
         finally:
             self._free.put(slot)
+
+    def connect(self) -> None:
+        for slot in self.slots:
+            slot.connect()
 
     def runtime(self) -> Runtime:
         # The images go to the slot as they are: stacking them there is the one copy.

@@ -55,11 +55,14 @@ class Channel:
         with contextlib.suppress(OSError):  # the front end is gone: nobody waits for this answer
             self.connection.send(message)
 
-    def answered(self) -> None:
+    def answer(self, message: Result | Failure) -> None:
+        """A queued call's answer: the slot takes its next call from here on (or unmaps, if it has gone)."""
         with self.lock:
             self.pending = False
             if self.closed:
                 self.release()
+                return
+        self.reply(message)
 
     def release(self) -> None:
         self.images = None
@@ -111,6 +114,10 @@ class CallQueue:
                 group.append(self._calls.popleft())
             return group, sum(call.size for call in self._calls)
 
+    def waiting_images(self) -> int:
+        with self._ready:
+            return sum(call.size for call in self._calls)
+
     def close(self) -> None:
         with self._ready:
             self._closed = True
@@ -137,6 +144,10 @@ class InferenceServer:
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def waiting_images(self, slug: str) -> int:
+        """Images of calls queued for ``slug`` and not yet taken by a model thread."""
+        return self._queues[slug].waiting_images()
 
     def serve(self, connection: Connection) -> None:
         """One front-end connection, until it closes (run on a thread of its own)."""
@@ -202,30 +213,27 @@ class InferenceServer:
         calls = self._queues[slug]
         while (taken := calls.take()) is not None:
             group, waiting = taken
-            try:
-                self._run_group(slug, group, waiting)
-            finally:
-                for call in group:
-                    call.channel.answered()
+            for call, answer in zip(group, self._answers(slug, group, waiting), strict=True):
+                call.channel.answer(answer)
 
-    def _run_group(self, slug: str, group: list[Pending], waiting: int) -> None:
+    def _answers(self, slug: str, group: list[Pending], waiting: int) -> list[Result | Failure]:
         size = sum(call.size for call in group)
-        admitted = sum(call.admitted for call in group) + waiting
         try:
-            batch = group[0].images() if len(group) == 1 else np.concatenate([call.images() for call in group])
-            started = time.perf_counter()
-            outputs = self._models[slug].runtime.run(batch, admitted)
-            self._metrics.inference_seconds.labels(slug).observe(time.perf_counter() - started)
-            del batch  # no view of a front end's memory outlives the call
-            answers = list(split(outputs, [call.size for call in group]))
+            outputs = self._call_model(slug, group, sum(call.admitted for call in group) + waiting)
+            answers: list[Result | Failure] = list(split(outputs, [call.size for call in group]))
         except Exception as error:
             log.error("%s: inference failed for %d image(s) from %d call(s): %s", slug, size, len(group), error)
-            for call in group:
-                call.channel.reply(Failure(f"{slug}: the model call failed: {error}"))
-            return
+            return [Failure(f"{slug}: the model call failed: {error}")] * len(group)
         self._metrics.inference_batch_size.labels(slug).observe(size)
-        for call, answer in zip(group, answers, strict=True):
-            call.channel.reply(answer)
+        return answers
+
+    def _call_model(self, slug: str, group: list[Pending], admitted: int) -> Outputs:
+        # A separate frame, so no view of a front end's memory outlives the call.
+        batch = group[0].images() if len(group) == 1 else np.concatenate([call.images() for call in group])
+        started = time.perf_counter()
+        outputs = self._models[slug].runtime.run(batch, admitted)
+        self._metrics.inference_seconds.labels(slug).observe(time.perf_counter() - started)
+        return outputs
 
 
 def split(outputs: Outputs, sizes: list[int]) -> Iterable[Result]:

@@ -198,7 +198,8 @@ class RepositoryPredictor:
         if manifest.ood is not None:  # a flagged share of 0 from the start, not "no data"
             self._metrics.ood_scored_total.labels(slug)
             self._metrics.ood_flagged_total.labels(slug)
-        log.info("loaded %s v%d from %s (%s, %s)", slug, manifest.version, folder, info.precision, info.provider)
+        log.info("loaded %s v%d from %s (%s, %s%s)", slug, manifest.version, folder, info.precision, info.provider,
+                 "" if runtime.holds_model else ", run by the inference process")
         return model
 
     def _hooks(self, slug: str) -> BatcherHooks:

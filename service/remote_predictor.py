@@ -31,7 +31,9 @@ class RemotePredictor(RepositoryPredictor):
         not picked up here alone."""
         self._remote = self._link.start().models
         pinned = {slug: model.version for slug, model in self._remote.items() if model.version is not None}
-        self._settings = self._settings.model_copy(update={"categories": list(self._remote), "versions": pinned})
+        # The inference process warmed each model; a warm-up here would only count as a model call.
+        self._settings = self._settings.model_copy(update={"categories": list(self._remote), "versions": pinned,
+                                                           "warmup": False})
         super().load()
 
     def open_runtime(self, folder: Path, manifest: Manifest) -> Runtime:
@@ -44,6 +46,7 @@ class RemotePredictor(RepositoryPredictor):
         capacity = min(batcher_config(self._settings, manifest, remote.provider).max_batch_size, remote.max_batch_size)
         slots = ModelSlots(self._link, manifest.slug, remote, capacity, self._settings.max_batches_in_flight)
         self._slots.append(slots)
+        slots.connect()  # a slot the inference process refuses stops start-up here, not at the first request
         return slots.runtime()
 
     def models(self) -> Sequence[ModelInfo]:
