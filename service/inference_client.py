@@ -48,6 +48,9 @@ class InferenceLink:
         self._up = threading.Event()
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
+        self.generation = 0
+        """Counts the inference processes this link has reached: a slot connected to an earlier one reconnects
+        before its next call instead of failing it on a dead connection."""
 
     @property
     def up(self) -> bool:
@@ -72,6 +75,7 @@ class InferenceLink:
             connection, hello = self.open()
         except InferenceUnavailableError as error:
             raise ModelLoadError(f"cannot reach the inference process at {self.address.path}") from error
+        self.generation += 1
         self._up.set()
         self._watcher = threading.Thread(target=self._watch, args=(connection,), name="inference-link", daemon=True)
         self._watcher.start()
@@ -104,6 +108,7 @@ class InferenceLink:
             except InferenceUnavailableError:
                 wait_s = min(wait_s * 2, RECONNECT_S[1])
                 continue
+            self.generation += 1
             self._up.set()
             log.info("the inference process is back")
             return connection
@@ -124,6 +129,7 @@ class Slot:
         self.images: np.ndarray | None = images_view(self.memory, capacity, model.input_shape)
         self.images.fill(0)  # commits the pages now: a full /dev/shm fails here, not mid-request
         self._connection: Connection | None = None
+        self._generation = 0
 
     def call(self, items: list[np.ndarray], admitted: int) -> Outputs:
         size = len(items)
@@ -147,8 +153,10 @@ class Slot:
         return reply.logits, reply.ood
 
     def connect(self) -> Connection:
-        if self._connection is not None:
+        generation = self._link.generation
+        if self._connection is not None and generation == self._generation:
             return self._connection
+        self._drop()
         connection, hello = self._link.open()
         served = hello.models.get(self.slug)
         if served is None or served.version != self._model.version:
@@ -165,7 +173,7 @@ class Slot:
         if isinstance(reply, Failure):
             connection.close()
             raise RuntimeError(reply.message)
-        self._connection = connection
+        self._connection, self._generation = connection, generation
         return connection
 
     def _drop(self) -> None:

@@ -131,6 +131,7 @@ class RepositoryPredictor:
         self._infos: dict[str, ModelInfo] = {}
         """Every configured model, in load order; the broken ones have ``ready`` False."""
         self._models: dict[str, ModelRunner] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Shared by every model: preprocessing is per upload (Pillow releases the GIL), not per model.
         self._preprocess_pool = ThreadPoolExecutor(settings.resolved_preprocess_threads,
                                                    thread_name_prefix="preprocess")
@@ -234,13 +235,24 @@ class RepositoryPredictor:
     async def start(self) -> None:
         if not self._infos:
             await asyncio.to_thread(self.load)
+        self._loop = asyncio.get_running_loop()
         for model in self._models.values():
             model.batcher.start()
 
     def begin_drain(self) -> None:
-        for name, model in self._models.items():
-            self._metrics.model_ready.labels(name).set(0)
+        """Safe in a signal handler: the metrics are set from the event loop, because prometheus_client's
+        lock (one for every metric in multiprocess mode) may be held by the very code the signal interrupted,
+        which deadlocked a worker's drain."""
+        for model in self._models.values():
             model.batcher.flush()  # queued images need not wait for company any more
+        if self._loop is None:
+            self._mark_draining()
+        else:
+            self._loop.call_soon_threadsafe(self._mark_draining)
+
+    def _mark_draining(self) -> None:
+        for name in self._models:
+            self._metrics.model_ready.labels(name).set(0)
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.begin_drain()
