@@ -88,6 +88,10 @@ class ServiceMetrics:
         self.ood_flagged_total = Counter(
             "catalog_ood_flagged_total", "Answered images flagged as unlike the model's training images.",
             ["model"], registry=r)
+        self._declare_model_state(r)
+
+    def _declare_model_state(self, r: CollectorRegistry) -> None:
+        """What is loaded where, and the inference process's own model calls."""
         self.model_info = Gauge(
             "catalog_model_info", "Loaded model (value 1), with its version, precision and execution provider.",
             ["model", "version", "precision", "provider"], registry=r, multiprocess_mode="livemax")
