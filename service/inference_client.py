@@ -92,6 +92,8 @@ class InferenceLink:
             except (OSError, EOFError):
                 connection.close()
                 self._up.clear()
+                if self._stopped.is_set():
+                    return
                 log.error("the inference process is gone: answering 503 until it is back")
                 reconnected = self._reconnect()
                 if reconnected is None:
