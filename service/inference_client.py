@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -43,8 +44,10 @@ class InferenceLink:
     """Connections to the inference process, and whether it is up: a watcher connection sees it go (EOF)
     and reconnects once a new one listens."""
 
-    def __init__(self, address: InferenceAddress) -> None:
+    def __init__(self, address: InferenceAddress, on_change: Callable[[bool], None] = lambda up: None) -> None:
+        """``on_change(up)`` is called from the watcher thread when the inference process goes or comes back."""
         self.address = address
+        self._on_change = on_change
         self._up = threading.Event()
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -95,6 +98,7 @@ class InferenceLink:
                 if self._stopped.is_set():
                     return
                 log.error("the inference process is gone: answering 503 until it is back")
+                self._on_change(False)
                 reconnected = self._reconnect()
                 if reconnected is None:
                     return
@@ -113,6 +117,7 @@ class InferenceLink:
             self.generation += 1
             self._up.set()
             log.info("the inference process is back")
+            self._on_change(True)
             return connection
         return None
 

@@ -22,9 +22,10 @@ from service.settings import Settings
 class RemotePredictor(RepositoryPredictor):
     def __init__(self, settings: Settings, metrics: ServiceMetrics, address: InferenceAddress) -> None:
         super().__init__(settings, metrics)
-        self._link = InferenceLink(address)
+        self._link = InferenceLink(address, on_change=self._link_changed)
         self._remote: dict[str, RemoteModel] = {}
         self._slots: list[ModelSlots] = []
+        self._draining = False
 
     def load(self) -> None:
         """The models (and versions) the inference process serves: a version published since it loaded is
@@ -60,6 +61,14 @@ class RemotePredictor(RepositoryPredictor):
         if not self._link.up:
             raise InferenceUnavailableError(UNAVAILABLE)
         return model
+
+    def _link_changed(self, up: bool) -> None:
+        for name in self._models:  # what /metrics says agrees with readiness
+            self._metrics.model_ready.labels(name).set(1 if up and not self._draining else 0)
+
+    def begin_drain(self) -> None:
+        self._draining = True
+        super().begin_drain()
 
     async def stop(self, drain_timeout_s: float) -> None:
         await super().stop(drain_timeout_s)

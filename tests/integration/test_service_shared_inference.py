@@ -129,6 +129,7 @@ def test_a_killed_inference_process_gives_503s_and_not_ready_until_it_is_restart
                      "the front end not ready", server)
             status, body = request(connection, "POST", "/predict?category=sarees", image_bytes())
             assert status == 503 and b"inference_unavailable" in body
+        assert metric(request(connection, "GET", "/metrics")[1].decode(), 'catalog_model_ready{model="sarees"}') == 0
         server.process.send_signal(signal.SIGCONT)
         second = wait_for(lambda: [p for p in inference_pids(server) if p != first], "a new inference process", server)
         assert f"inference process (pid {first}) died while serving (killed by SIGKILL)" in server.output()
@@ -139,6 +140,7 @@ def test_a_killed_inference_process_gives_503s_and_not_ready_until_it_is_restart
                      "the front end ready again", server)
             status, body = request(connection, "POST", "/predict?category=sarees", image_bytes())
             assert status == 200 and attributes(body) == expected
+        assert metric(request(connection, "GET", "/metrics")[1].decode(), 'catalog_model_ready{model="sarees"}') == 1
 
 
 def test_an_inference_process_that_cannot_load_stops_the_service_with_its_message(tmp_path):
