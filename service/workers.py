@@ -139,6 +139,8 @@ class Supervisor:
     """With ``SHARED_INFERENCE``: where the inference process listens."""
     workers: list[Worker] = field(default_factory=list)
     inference: InferenceChild | None = None
+    replacements: list[int] = field(default_factory=list)
+    """Front ends that died while the inference process was restarting: started once it serves again."""
     draining: bool = False
     exit_code: int = 0
     signals: list[int] = field(default_factory=list)
@@ -225,8 +227,10 @@ class Supervisor:
             with contextlib.suppress(EOFError):
                 inference.serving = bool(inference.started.recv())
                 log.info("inference process serving (pid %d)", inference.process.pid)
-                if not self.workers and not self.draining:
+                if not self.workers and not self.replacements and not self.draining:
                     self._spawn_workers()
+                while self.replacements and not self.draining:
+                    self.workers.append(self._spawn(self.replacements.pop()))
         if inference.process.exitcode is not None:
             self._reap_inference(inference)
         elif self.draining and not self.workers and not inference.signalled and inference.process.pid is not None:
@@ -286,6 +290,11 @@ class Supervisor:
             return
         log.error("worker %d (pid %d) died while serving (%s): starting a replacement", worker.index, pid,
                   describe(code))
+        inference = self.inference
+        if self.address is not None and not (inference and inference.serving and inference.process.exitcode is None):
+            # A front end cannot start without it: started now, it would fail and stop the service.
+            self.replacements.append(worker.index)
+            return
         self.workers.append(self._spawn(worker.index))
 
 

@@ -143,6 +143,22 @@ def test_a_killed_inference_process_gives_503s_and_not_ready_until_it_is_restart
         assert metric(request(connection, "GET", "/metrics")[1].decode(), 'catalog_model_ready{model="sarees"}') == 1
 
 
+def test_a_front_end_that_dies_with_the_inference_process_is_replaced_once_it_is_back(repository, tmp_path):
+    with shared(repository, tmp_path) as (server, pids):
+        (first,) = inference_pids(server)
+        server.process.send_signal(signal.SIGSTOP)  # both die before the parent sees either
+        os.kill(first, signal.SIGKILL)
+        os.kill(pids[0], signal.SIGKILL)
+        server.process.send_signal(signal.SIGCONT)
+        (replacement,) = wait_for(lambda: [p for p in serving_pids(server) if p not in pids], "a new front end",
+                                  server)
+        assert len(inference_pids(server)) == 2 and "failed to start" not in server.output()
+        for (connection,) in connections_on_each_worker(server, [replacement, pids[1]], per_worker=1).values():
+            wait_for(lambda: request(connection, "GET", "/v2/health/ready")[0] == 200,  # noqa: B023
+                     "the front end ready", server)
+            assert request(connection, "POST", "/predict?category=sarees", image_bytes())[0] == 200
+
+
 def test_an_inference_process_that_cannot_load_stops_the_service_with_its_message(tmp_path):
     build_repository(tmp_path, slugs=("kurtis",))
     (tmp_path / "kurtis" / "1" / "model.onnx").write_bytes(b"replaced")
