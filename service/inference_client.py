@@ -191,7 +191,10 @@ class Slot:
     def close(self) -> None:
         self._drop()
         self.images = None  # the view must go before the mapping closes
-        self.memory.close()
+        try:
+            self.memory.close()
+        except BufferError:  # a batch still being stacked after a drain timed out: unmapped when it is done
+            log.warning("%s: shared memory %s still in use at shutdown", self.slug, self.memory.name)
         self.memory.unlink()
 
 

@@ -218,6 +218,8 @@ class InferenceServer:
 
     def _answers(self, slug: str, group: list[Pending], waiting: int) -> list[Result | Failure]:
         size = sum(call.size for call in group)
+        # What the session choice reads: the front ends' admitted images plus those queued here (images still
+        # preprocessing in another front end are not seen, so a lone call may spin beside them).
         try:
             outputs = self._call_model(slug, group, sum(call.admitted for call in group) + waiting)
             answers: list[Result | Failure] = list(split(outputs, [call.size for call in group]))

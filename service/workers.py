@@ -26,7 +26,7 @@ model and listens (on a Unix socket in a private temporary folder); SIGTERM drai
 stops it once they have all exited. An inference process that fails to start stops the service with its
 exit code; one that dies while serving is logged as an error and restarted, and meanwhile the front ends
 answer 503 (``inference_unavailable``) and report not ready, never a wrong answer (their connections to it
-close, so every batch it held fails at once).
+close, so every batch it held fails at once); a front end that dies meanwhile is replaced once it serves.
 """
 
 from __future__ import annotations
