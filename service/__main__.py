@@ -98,7 +98,7 @@ def serve(settings: Settings, log_level: str, worker: WorkerRole | None = None) 
     ``WORKERS`` processes on the listening socket the parent hands it."""
     access_log.disabled = not settings.access_log
     metrics = ServiceMetrics(supervisor_pid=worker.supervisor_pid if worker else None)
-    predictor = create_predictor(settings, metrics)
+    predictor = create_predictor(settings, metrics, worker.inference if worker else None)
     try:
         predictor.load()  # before binding the port, so a broken model is a clear message and exit 1
     except ModelLoadError as error:

@@ -3,13 +3,24 @@ are imported only when it is chosen, so the default serving path never imports t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from service.metrics import ServiceMetrics
 from service.model_runner import RepositoryPredictor
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from service.inference_protocol import InferenceAddress
 
-def create_predictor(settings: Settings, metrics: ServiceMetrics) -> RepositoryPredictor:
-    """The predictor for ``settings.backend``; its models load on ``load()`` (or ``start()``)."""
+
+def create_predictor(settings: Settings, metrics: ServiceMetrics,
+                     inference: InferenceAddress | None = None) -> RepositoryPredictor:
+    """The predictor for ``settings.backend``; its models load on ``load()`` (or ``start()``). A front end of
+    ``SHARED_INFERENCE`` (``inference`` given) loads no model: the inference process there runs them."""
+    if inference is not None:
+        from service.remote_predictor import RemotePredictor
+
+        return RemotePredictor(settings, metrics, inference)
     if settings.backend == "torch":
         from service.torch_predictor import TorchPredictor
 

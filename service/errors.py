@@ -77,6 +77,13 @@ class InferenceError(ServiceError):
     code = "inference_failed"
 
 
+class InferenceUnavailableError(ServiceError):
+    """With ``SHARED_INFERENCE``: the inference process is gone (restarting) or did not answer; the batch was
+    not run, so a retry may succeed (503)."""
+
+    code = "inference_unavailable"
+
+
 class ModelLoadError(ServiceError):
     """A model that cannot be served (bad manifest, checksum, session); stops start-up."""
 
@@ -100,6 +107,7 @@ _STATUS: dict[type[Exception], tuple[int, str]] = {
     QueueFullError: (503, "queue_full"),
     DeadlineExceededError: (504, "deadline_exceeded"),
     InferenceError: (500, InferenceError.code),
+    InferenceUnavailableError: (503, InferenceUnavailableError.code),
 }
 
 # Codes for HTTP errors raised by the framework itself (unknown route, wrong method, unreadable body).

@@ -88,9 +88,23 @@ class ServiceMetrics:
         self.ood_flagged_total = Counter(
             "catalog_ood_flagged_total", "Answered images flagged as unlike the model's training images.",
             ["model"], registry=r)
+        self._declare_model_state(r)
+
+    def _declare_model_state(self, r: CollectorRegistry) -> None:
+        """What is loaded where, and the inference process's own model calls."""
         self.model_info = Gauge(
             "catalog_model_info", "Loaded model (value 1), with its version, precision and execution provider.",
             ["model", "version", "precision", "provider"], registry=r, multiprocess_mode="livemax")
+        self.model_copies = Gauge(
+            "catalog_model_copies", "Processes holding the model loaded (its sessions or module): one per worker "
+            "with WORKERS, one in all with SHARED_INFERENCE.", ["model"], registry=r, multiprocess_mode="livesum")
+        self.inference_batch_size = Histogram(
+            "catalog_inference_batch_size", "Images per model call in the inference process (SHARED_INFERENCE), "
+            "where batches of the same model from several workers are joined.", ["model"], buckets=BATCH_BUCKETS,
+            registry=r)
+        self.inference_seconds = Histogram(
+            "catalog_inference_duration_seconds", "One model call in the inference process (SHARED_INFERENCE), "
+            "without the hop from and to the worker.", ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
         # With several workers a request may land on any of them: the model is ready when every live one
         # serves it.
         self.model_ready = Gauge(

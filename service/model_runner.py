@@ -20,7 +20,7 @@ from catalog.manifest import Manifest, ManifestError, list_versions, load_manife
 from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
 from service.batching import Batcher, BatcherConfig, BatcherHooks
-from service.errors import InferenceError, ModelLoadError
+from service.errors import InferenceError, InferenceUnavailableError, ModelLoadError
 from service.metrics import ServiceMetrics
 from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
 from service.session_layout import batches_in_flight
@@ -54,6 +54,9 @@ class Runtime:
     fail, by index: stacking, or decoding on the device (``gpu_decode``)."""
     device_decode: bool = False
     """Whether JPEG uploads reach ``prepare`` as their bytes (``service/device_upload.py``)."""
+    holds_model: bool = True
+    """Whether this process holds the model (its sessions or module): False for a front end that sends its
+    batches to the inference process (``shared_inference``)."""
 
 
 def discover(repository: Path) -> list[str]:
@@ -80,7 +83,7 @@ class ModelRunner:
     def __init__(self, info: ModelInfo, manifest: Manifest, runtime: Runtime, top_k: int,
                  batching: BatcherConfig, hooks: BatcherHooks, preprocess_pool: Executor) -> None:
         self.info = info
-        self._runtime = runtime
+        self.runtime = runtime
         self._decoder = manifest.decoder()
         self._top_k = top_k
         self.batcher: Batcher[np.ndarray, Answer] = Batcher(self.run_batch, batching, name=info.name, hooks=hooks,
@@ -90,8 +93,10 @@ class ModelRunner:
         """Model call plus decoding, in the batcher's worker thread (both release the event loop). An image the
         runtime could not prepare fails alone."""
         try:
-            batch, failed = self._runtime.prepare(pixels)
+            batch, failed = self.runtime.prepare(pixels)
             answers = iter(self._answers(batch) if len(batch) else [])
+        except InferenceUnavailableError:
+            raise  # the batch never ran: 503, retry may succeed (logged where it was found)
         except Exception as error:
             # Logged with its details; the client learns only that its batch failed.
             log.error("%s: inference failed for a batch of %d: %s", self.info.name, len(pixels), error)
@@ -104,7 +109,7 @@ class ModelRunner:
     def _answers(self, batch: Any) -> list[Answer]:
         # ``admitted`` is read from the batcher's worker thread while the event loop may change it: a request
         # admitted meanwhile at worst meets one spinning call.
-        logits, ood = self._runtime.run(batch, self.batcher.admitted)
+        logits, ood = self.runtime.run(batch, self.batcher.admitted)
         rows = predict_rows(self._decoder, logits, top_k=self._top_k)
         if ood is None:
             return [Answer(row) for row in rows]
@@ -127,6 +132,7 @@ class RepositoryPredictor:
         self._infos: dict[str, ModelInfo] = {}
         """Every configured model, in load order; the broken ones have ``ready`` False."""
         self._models: dict[str, ModelRunner] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Shared by every model: preprocessing is per upload (Pillow releases the GIL), not per model.
         self._preprocess_pool = ThreadPoolExecutor(settings.resolved_preprocess_threads,
                                                    thread_name_prefix="preprocess")
@@ -190,10 +196,12 @@ class RepositoryPredictor:
             except InferenceError as error:
                 raise ModelLoadError(f"warm-up inference failed: {error.__cause__}") from error
         self._metrics.model_info.labels(slug, str(manifest.version), info.precision, info.provider).set(1)
+        self._metrics.model_copies.labels(slug).set(1 if runtime.holds_model else 0)
         if manifest.ood is not None:  # a flagged share of 0 from the start, not "no data"
             self._metrics.ood_scored_total.labels(slug)
             self._metrics.ood_flagged_total.labels(slug)
-        log.info("loaded %s v%d from %s (%s, %s)", slug, manifest.version, folder, info.precision, info.provider)
+        log.info("loaded %s v%d from %s (%s, %s%s)", slug, manifest.version, folder, info.precision, info.provider,
+                 "" if runtime.holds_model else ", run by the inference process")
         return model
 
     def _hooks(self, slug: str) -> BatcherHooks:
@@ -228,13 +236,24 @@ class RepositoryPredictor:
     async def start(self) -> None:
         if not self._infos:
             await asyncio.to_thread(self.load)
+        self._loop = asyncio.get_running_loop()
         for model in self._models.values():
             model.batcher.start()
 
     def begin_drain(self) -> None:
-        for name, model in self._models.items():
-            self._metrics.model_ready.labels(name).set(0)
+        """Safe in a signal handler: the metrics are set from the event loop, because prometheus_client's
+        lock (one for every metric in multiprocess mode) may be held by the very code the signal interrupted,
+        which deadlocked a worker's drain."""
+        for model in self._models.values():
             model.batcher.flush()  # queued images need not wait for company any more
+        if self._loop is None:
+            self._mark_draining()
+        else:
+            self._loop.call_soon_threadsafe(self._mark_draining)
+
+    def _mark_draining(self) -> None:
+        for name in self._models:
+            self._metrics.model_ready.labels(name).set(0)
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.begin_drain()

@@ -99,8 +99,9 @@ class Settings(BaseSettings):
     session_threads: int = Field(default=0, ge=0, le=256)
     """Intra-op threads per model session. 0 (the default) sizes by each worker process's share of the
     container's CPU budget (its cgroup quota, else the cores available, divided by ``workers`` and rounded
-    down; at least 1, at most 8): on the CPU provider, batches under load then run on one thread each, as
-    many at once as the budget has cores, and a lone batch may run on a session with the whole budget
+    down; at least 1, at most 8; with ``shared_inference`` the one inference process takes the whole
+    budget): on the CPU provider, batches under load then run on one thread each, as many at once as the
+    budget has cores, and a lone batch may run on a session with the whole budget
     (``service/session_layout.py``, measured there); on other providers a session gets the budget."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
     """Threads that preprocess uploads (decode the file, resize, normalise), per worker process; 0 uses each
@@ -187,7 +188,16 @@ class Settings(BaseSettings):
     sessions and takes ``1/workers`` of the CPU budget for its thread pools (``session_threads``,
     ``preprocess_threads``), and the per-process limits (queue size, connections, preprocessing memory) apply
     to each; the parent holds the port, replaces a worker that dies and drains them all on SIGTERM. Refused
-    with a GPU provider: each process would hold its own copy of every model on the device."""
+    with a GPU provider unless ``shared_inference`` is on: each process would hold its own copy of every model
+    on the device."""
+    shared_inference: bool = False
+    """With ``workers`` > 1: the workers are front ends (HTTP, preprocessing, batching, decoding the logits,
+    metrics) that run no model: each batch goes through shared memory to ONE inference process that loads
+    every model once (any provider, a GPU included) and runs the batches of every worker, joining batches of
+    the same model that wait together up to ``max_batch_size`` (``service/inference_server.py``). The session
+    threads take the whole CPU budget as with one worker; the front ends split it for preprocessing. If the
+    inference process dies, the front ends answer 503 (``inference_unavailable``) until the parent has
+    restarted it. Refused with ``workers`` 1 (there is nothing to share) and with ``gpu_decode``."""
 
     host: str = "127.0.0.1"
     """Interface ``python -m service`` listens on."""
@@ -286,18 +296,32 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _shared_inference_needs_workers(self) -> Settings:
+        if self.shared_inference and self.workers == 1:
+            raise ValueError(f"shared_inference=True needs workers > 1 (one process already shares its models); "
+                             f"set {ENV_PREFIX}WORKERS=2 or more, or unset {ENV_PREFIX}SHARED_INFERENCE")
+        if self.shared_inference and self.gpu_decode:
+            raise ValueError("gpu_decode decodes on the device in the process that runs the model, and with "
+                             "shared_inference=True the front ends that read the uploads run none; set one of them")
+        return self
+
+    @model_validator(mode="after")
     def _one_process_per_gpu(self) -> Settings:
-        if self.workers > 1 and self.backend == "torch" and self.torch_device != "cpu":
+        if self.workers == 1 or self.shared_inference:
+            return self
+        way_out = (f"serve a GPU with {ENV_PREFIX}SHARED_INFERENCE=true (one inference process for every worker) "
+                   f"or {ENV_PREFIX}WORKERS=1, or ")
+        if self.backend == "torch" and self.torch_device != "cpu":
             raise ValueError(
                 f"workers={self.workers} with the torch backend on torch_device={self.torch_device!r} could load every "
-                f"model {self.workers} times onto one GPU; serve a GPU with {ENV_PREFIX}WORKERS=1, or set "
-                f"{ENV_PREFIX}TORCH_DEVICE=cpu to run the workers on the CPU")
+                f"model {self.workers} times onto one GPU; {way_out}set {ENV_PREFIX}TORCH_DEVICE=cpu to run the "
+                f"workers on the CPU")
         on_gpu = [p for p in self.providers if p in GPU_PROVIDERS] if self.backend == "onnxruntime" else []
-        if self.workers > 1 and on_gpu:
+        if on_gpu:
             raise ValueError(
                 f"workers={self.workers} with {on_gpu[0]} would load every model {self.workers} times onto one "
-                f"GPU (one copy per process); serve a GPU with {ENV_PREFIX}WORKERS=1, or set "
-                f"{ENV_PREFIX}EXECUTION_PROVIDERS=CPUExecutionProvider to run the workers on the CPU")
+                f"GPU (one copy per process); {way_out}set {ENV_PREFIX}EXECUTION_PROVIDERS=CPUExecutionProvider "
+                f"to run the workers on the CPU")
         return self
 
     @property
@@ -312,7 +336,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_session_threads(self) -> int:
-        return self.session_threads or min(worker_share(cpu_budget(), self.workers), 8)
+        # With shared inference one process holds the sessions: they take the budget as one worker's do, and
+        # the front ends split it for preprocessing, as one worker's two pools both take it (they alternate).
+        sessions_in = 1 if self.shared_inference else self.workers
+        return self.session_threads or min(worker_share(cpu_budget(), sessions_in), 8)
 
     @property
     def resolved_preprocess_threads(self) -> int:

@@ -19,6 +19,14 @@ stays reserved while workers come and go, and serves no request. What it guarant
 - Metrics: ``PROMETHEUS_MULTIPROC_DIR`` is a fresh temporary folder, removed when the parent exits.
 - Workers run in their own process group, so a terminal's Ctrl-C reaches them once (from the parent), and
   they get SIGTERM if the parent itself dies.
+
+With ``SHARED_INFERENCE`` the workers are front ends and one more process runs every model
+(``service/inference_process.py``): the parent starts it first and the front ends once it has loaded every
+model and listens (on a Unix socket in a private temporary folder); SIGTERM drains the front ends first and
+stops it once they have all exited. An inference process that fails to start stops the service with its
+exit code; one that dies while serving is logged as an error and restarted, and meanwhile the front ends
+answer 503 (``inference_unavailable``) and report not ready, never a wrong answer (their connections to it
+close, so every batch it held fails at once); a front end that dies meanwhile is replaced once it serves.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
+from service.inference_protocol import InferenceAddress
 from service.settings import Settings
 
 log = logging.getLogger("service.workers")
@@ -57,6 +67,8 @@ class WorkerRole:
     """Where the parent bound the port (its real number when the setting is 0)."""
     started: Connection
     """Written once when the worker serves (its server started, models warm)."""
+    inference: InferenceAddress | None = None
+    """With ``SHARED_INFERENCE``: the inference process that runs this front end's batches."""
 
     def listeners(self) -> list[socket.socket]:
         """This worker's own socket on the port (uvicorn listens on it once the app has started)."""
@@ -70,7 +82,7 @@ class WorkerRole:
 def worker_main(settings: Settings, log_level: str, role: WorkerRole) -> None:
     """A worker process's entry point."""
     os.setpgid(0, 0)
-    _die_with_parent(role.supervisor_pid)
+    die_with_parent(role.supervisor_pid)
     from service.__main__ import serve
     from service.request_context import configure_logging
 
@@ -78,7 +90,7 @@ def worker_main(settings: Settings, log_level: str, role: WorkerRole) -> None:
     sys.exit(serve(settings, log_level, role))
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """A parent killed outright (SIGKILL, OOM) cannot forward a signal: ask the kernel for SIGTERM then, so
     the worker drains instead of serving on as an orphan."""
     if sys.platform == "linux":
@@ -111,11 +123,24 @@ class Worker:
 
 
 @dataclass
+class InferenceChild:
+    process: BaseProcess
+    started: Connection
+    serving: bool = False
+    signalled: bool = False
+
+
+@dataclass
 class Supervisor:
     settings: Settings
     log_level: str
     listener: socket.socket
+    address: InferenceAddress | None = None
+    """With ``SHARED_INFERENCE``: where the inference process listens."""
     workers: list[Worker] = field(default_factory=list)
+    inference: InferenceChild | None = None
+    replacements: list[int] = field(default_factory=list)
+    """Front ends that died while the inference process was restarting: started once it serves again."""
     draining: bool = False
     exit_code: int = 0
     signals: list[int] = field(default_factory=list)
@@ -133,9 +158,11 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:
-            for index in range(self.settings.workers):
-                self.workers.append(self._spawn(index))
-            while self.workers:
+            if self.address is None:
+                self._spawn_workers()
+            else:  # the front ends start once it serves
+                self.inference = self._spawn_inference()
+            while self.workers or self.inference:
                 self._wait_once()
         finally:
             signal.set_wakeup_fd(previous)
@@ -143,9 +170,14 @@ class Supervisor:
             self._wake_signal.close()
         return self.exit_code
 
+    def _spawn_workers(self) -> None:
+        for index in range(self.settings.workers):
+            self.workers.append(self._spawn(index))
+
     def _spawn(self, index: int) -> Worker:
         receive, send = self._context.Pipe(duplex=False)
-        role = WorkerRole(index, os.getpid(), self.listener.family, self.listener.getsockname()[:2], send)
+        role = WorkerRole(index, os.getpid(), self.listener.family, self.listener.getsockname()[:2], send,
+                          self.address)
         process = self._context.Process(target=worker_main, args=(self.settings, self.log_level, role),
                                         name=f"catalog-worker-{index}")
         process.start()
@@ -155,7 +187,10 @@ class Supervisor:
 
     def _wait_once(self) -> None:
         waiting_start = [w.started for w in self.workers if not w.serving]
-        ready = wait([self._wake, *waiting_start, *(w.process.sentinel for w in self.workers)])
+        inference: list[Any] = []
+        if self.inference is not None:
+            inference = [self.inference.process.sentinel, *([] if self.inference.serving else [self.inference.started])]
+        ready = wait([self._wake, *waiting_start, *(w.process.sentinel for w in self.workers), *inference])
         if self._wake in ready:
             while True:
                 try:
@@ -171,12 +206,64 @@ class Supervisor:
                     log.info("worker %d serving (pid %d)", worker.index, worker.process.pid)
             if worker.process.exitcode is not None:
                 self._reap(worker)
+        if self.inference is not None:
+            self._tend_inference(self.inference, ready)
+
+    def _spawn_inference(self) -> InferenceChild:
+        from service.inference_process import InferenceRole, inference_main
+
+        assert self.address is not None
+        receive, send = self._context.Pipe(duplex=False)
+        role = InferenceRole(os.getpid(), self.address, send)
+        process = self._context.Process(target=inference_main, args=(self.settings, self.log_level, role),
+                                        name="catalog-inference")
+        process.start()
+        send.close()
+        log.info("inference process started (pid %d)", process.pid)
+        return InferenceChild(process, receive)
+
+    def _tend_inference(self, inference: InferenceChild, ready: list[Any]) -> None:
+        if inference.started in ready and not inference.serving:
+            with contextlib.suppress(EOFError):
+                inference.serving = bool(inference.started.recv())
+                log.info("inference process serving (pid %d)", inference.process.pid)
+                if not self.workers and not self.replacements and not self.draining:
+                    self._spawn_workers()
+                while self.replacements and not self.draining:
+                    self.workers.append(self._spawn(self.replacements.pop()))
+        if inference.process.exitcode is not None:
+            self._reap_inference(inference)
+        elif self.draining and not self.workers and not inference.signalled and inference.process.pid is not None:
+            os.kill(inference.process.pid, signal.SIGTERM)  # every front end has drained
+            inference.signalled = True
+
+    def _reap_inference(self, inference: InferenceChild) -> None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        self.inference = None
+        inference.started.close()
+        code, pid = inference.process.exitcode, inference.process.pid
+        mark_process_dead(pid)
+        if self.draining:
+            if code != 0:
+                log.error("inference process (pid %d) ended with %s", pid, describe(code))
+                self.exit_code = 1
+            return
+        if not inference.serving:
+            log.error("inference process (pid %d) failed to start (%s): stopping", pid, describe(code))
+            self.exit_code = code if code in (1, 2) else 1
+            self._forward(signal.SIGTERM)
+            return
+        log.error("inference process (pid %d) died while serving (%s): the workers answer 503 until a new one "
+                  "serves; starting it", pid, describe(code))
+        self.inference = self._spawn_inference()
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         self.signals.append(sig)
 
     def _forward(self, sig: int) -> None:
-        """Every signal goes to every worker, so a second one stops them at once as it does a single process."""
+        """Every signal goes to every worker, so a second one stops them at once as it does a single process.
+        The inference process gets SIGTERM once they have all exited (:meth:`_tend_inference`)."""
         self.draining = True
         for worker in self.workers:
             if worker.process.exitcode is None and worker.process.pid is not None:
@@ -203,6 +290,11 @@ class Supervisor:
             return
         log.error("worker %d (pid %d) died while serving (%s): starting a replacement", worker.index, pid,
                   describe(code))
+        inference = self.inference
+        if self.address is not None and not (inference and inference.serving and inference.process.exitcode is None):
+            # A front end cannot start without it: started now, it would fail and stop the service.
+            self.replacements.append(worker.index)
+            return
         self.workers.append(self._spawn(worker.index))
 
 
@@ -218,8 +310,13 @@ def supervise(settings: Settings, log_level: str) -> int:
     os.environ[METRICS_DIR_VARIABLE] = metrics_dir  # inherited by the workers
     log.info("%d workers on %s:%d (metrics in %s)", settings.workers, settings.host, listener.getsockname()[1],
              metrics_dir)
+    # Private (mode 0700) and keyed: only this service's processes reach the inference process.
+    socket_dir = tempfile.mkdtemp(prefix="catalog-inference-") if settings.shared_inference else None
+    address = None if socket_dir is None else InferenceAddress(os.path.join(socket_dir, "socket"), os.urandom(32))
     try:
-        return Supervisor(settings, log_level, listener).run()
+        return Supervisor(settings, log_level, listener, address).run()
     finally:
         listener.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if socket_dir is not None:
+            shutil.rmtree(socket_dir, ignore_errors=True)

@@ -67,3 +67,32 @@ def test_several_workers_with_the_torch_backend_need_it_pinned_to_the_cpu(tmp_pa
 def test_onnx_runtime_settings_are_refused_with_the_torch_backend(tmp_path, changes, named):
     with pytest.raises(ValidationError, match=f"{named} appl(y|ies) only with backend 'onnxruntime'"):
         Settings(repository=tmp_path, backend="torch", **changes)
+
+
+def test_shared_inference_lets_several_workers_serve_one_gpu_with_one_copy(tmp_path, monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ValidationError, match="CATALOG_SERVICE_SHARED_INFERENCE=true"):
+        Settings(repository=tmp_path, workers=2)
+    assert Settings(repository=tmp_path, workers=2, shared_inference=True).providers[0] == "CUDAExecutionProvider"
+    assert Settings(repository=tmp_path, workers=2, backend="torch", shared_inference=True).torch_device == "auto"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"shared_inference": True}, "shared_inference=True needs workers > 1"),
+    ({"shared_inference": True, "workers": 2, "backend": "torch", "gpu_decode": True},
+     "with shared_inference=True the front ends that read the uploads run none"),
+])
+def test_shared_inference_refuses_what_it_cannot_apply(tmp_path, changes, message):
+    with pytest.raises(ValidationError, match=message):
+        Settings(repository=tmp_path, **changes)
+
+
+def test_the_inference_process_takes_the_budget_and_the_front_ends_split_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("service.settings.cpu_budget", lambda: 8)
+    independent = Settings(repository=tmp_path, workers=4)
+    shared = Settings(repository=tmp_path, workers=4, shared_inference=True)
+    assert (independent.resolved_session_threads, independent.resolved_preprocess_threads) == (2, 2)
+    assert (shared.resolved_session_threads, shared.resolved_preprocess_threads) == (8, 2)

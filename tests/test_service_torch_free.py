@@ -7,7 +7,8 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["service.app", "service.__main__", "service.onnx_predictor", "service.batching",
-                                    "service.backends", "service.model_runner", "service.device_upload"])
+                                    "service.backends", "service.model_runner", "service.device_upload",
+                                    "service.remote_predictor", "service.inference_process", "service.workers"])
 def test_service_does_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported by {module}'"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -24,4 +25,14 @@ def test_the_default_backend_builds_its_predictor_without_importing_torch(tmp_pa
             "from service.settings import Settings; "
             f"p = create_predictor(Settings(repository={str(tmp_path)!r}), ServiceMetrics()); "
             "assert type(p).__name__ == 'OnnxPredictor', p; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_front_end_of_the_torch_backend_builds_its_predictor_without_importing_torch(tmp_path):
+    # With SHARED_INFERENCE only the inference process loads the backend.
+    code = ("import sys; from service.backends import create_predictor; from service.metrics import ServiceMetrics; "
+            "from service.settings import Settings; from service.inference_protocol import InferenceAddress; "
+            f"s = Settings(repository={str(tmp_path)!r}, backend='torch', workers=2, shared_inference=True); "
+            "p = create_predictor(s, ServiceMetrics(), InferenceAddress('/nowhere', b'k')); "
+            "assert type(p).__name__ == 'RemotePredictor', p; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

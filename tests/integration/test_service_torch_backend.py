@@ -51,6 +51,21 @@ def test_torch_backend_answers_what_onnx_runtime_answers_over_http(servers):
         assert torch_ood["flagged"] == ood["flagged"]
 
 
+def test_front_ends_of_one_torch_inference_process_answer_what_onnx_runtime_answers(built, servers, tmp_path):
+    # The GPU machine has PyTorch and no onnxruntime-gpu: shared inference there runs the torch backend.
+    shared = start(built[0], tmp_path, {**TORCH, "CATALOG_SERVICE_WORKERS": "2", "CATALOG_SERVICE_TORCH_DEVICE": "cpu",
+                                        "CATALOG_SERVICE_SHARED_INFERENCE": "true"}, log_level="info")
+    try:
+        for color in COLORS[:3]:
+            expected, got = predict(servers[0], color), predict(shared, color)
+            for name, attribute in expected["attributes"].items():
+                assert got["attributes"][name]["confidence"] == pytest.approx(attribute["confidence"], abs=1e-4)
+        assert f'catalog_model_copies{{model="{SLUG}"}} 1.0' in httpx.get(f"{shared.url}/metrics").text
+    finally:
+        assert stop(shared) == 0, shared.output()
+    assert "run by the inference process" in shared.output()
+
+
 def test_torch_backend_reports_itself_in_the_model_list(servers):
     listed = {m["name"]: m for m in httpx.get(f"{servers[1].url}/models", timeout=10).json()["models"]}
     assert listed[SLUG]["provider"] == "torch-cpu" and listed[SLUG]["precision"] == "fp32"
