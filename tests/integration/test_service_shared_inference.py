@@ -21,6 +21,7 @@ from tests.integration.test_service_workers import (
     metric,
     request,
     serving_pids,
+    sigterm_with_four_queued,
     wait_for,
 )
 from tests.live_server import Server, running, start, stop
@@ -89,14 +90,7 @@ def test_sigterm_drains_the_front_ends_then_the_inference_process(repository, tm
     with shared(repository, tmp_path, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "1.5",
                                        "CATALOG_SERVICE_MAX_BATCH_SIZE": "8"}) as (server, pids):
         inference = inference_pids(server)
-        owned = connections_on_each_worker(server, pids, per_worker=2)
-        with ThreadPoolExecutor(4) as pool:
-            queued = [pool.submit(request, connection, "POST", "/predict?category=men_tshirts", image_bytes())
-                      for held in owned.values() for connection in held]
-            wait_for(lambda: 'catalog_queue_depth{model="men_tshirts"} 4.0' in httpx.get(f"{server.url}/metrics").text,
-                     "four queued requests", server)
-            server.process.send_signal(signal.SIGTERM)
-            answers = [future.result() for future in queued]
+        answers = sigterm_with_four_queued(server, pids)
         assert [status for status, _ in answers] == [200] * 4
         assert server.process.wait(timeout=30) == 0, server.output()
     assert not [pid for pid in [*pids, *inference] if psutil.pid_exists(pid)]

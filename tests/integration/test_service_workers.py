@@ -123,20 +123,26 @@ def test_both_workers_serve_and_metrics_count_each_request_once(repository, tmp_
             assert 'pid="' not in text
 
 
+def sigterm_with_four_queued(server: Server, pids: list[int]) -> list[tuple[int, bytes]]:
+    """Two requests held queued in each worker (by a long batching delay) when SIGTERM reaches the parent;
+    their answers."""
+    owned = connections_on_each_worker(server, pids, per_worker=2)
+    with ThreadPoolExecutor(4) as pool:
+        queued = [pool.submit(request, connection, "POST", "/predict?category=men_tshirts", image_bytes())
+                  for held in owned.values() for connection in held]
+        wait_for(lambda: 'catalog_queue_depth{model="men_tshirts"} 4.0' in httpx.get(f"{server.url}/metrics").text,
+                 "four queued requests", server)
+        server.process.send_signal(signal.SIGTERM)
+        return [future.result() for future in queued]
+
+
 def test_sigterm_drains_every_worker_then_the_parent_exits_0(repository, tmp_path):
     # A long batching delay keeps two requests queued in each worker while the signal arrives.
     with two_workers(repository, tmp_path, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "1.5",
                                             "CATALOG_SERVICE_MAX_BATCH_SIZE": "8"}) as (server, pids):
         metrics_dir = re.search(r"metrics in (\S+)\)", server.output()).group(1)  # type: ignore[union-attr]
         assert Path(metrics_dir).is_dir()
-        owned = connections_on_each_worker(server, pids, per_worker=2)
-        with ThreadPoolExecutor(4) as pool:
-            queued = [pool.submit(request, connection, "POST", "/predict?category=men_tshirts", image_bytes())
-                      for held in owned.values() for connection in held]
-            wait_for(lambda: 'catalog_queue_depth{model="men_tshirts"} 4.0' in httpx.get(f"{server.url}/metrics").text,
-                     "four queued requests", server)
-            server.process.send_signal(signal.SIGTERM)
-            answers = [future.result() for future in queued]
+        answers = sigterm_with_four_queued(server, pids)
         assert [status for status, _ in answers] == [200] * 4
         assert {httpx.Response(200, content=body).json()["timings"]["batch_size"] for _, body in answers} == {2}
         assert server.process.wait(timeout=30) == 0, server.output()
