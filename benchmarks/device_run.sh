@@ -3,7 +3,8 @@
 # carried wheels (benchmarks/device_wheels.sh, run beforehand where PyPI is reachable), checks the host,
 # then measures the PyTorch backend on a random-init ConvNeXt-base at 384 px (built from its config: no
 # downloads): the model's own limit, and the service end to end from 800x1000 JPEG uploads at concurrency
-# 1/16/64, with host decoding and, when torchvision and CUDA are there, nvJPEG decoding. Results go to $OUT.
+# 1/16/64, with host decoding, with nvJPEG decoding when torchvision and CUDA are there, and with 4 front
+# ends and one inference process (SHARED_INFERENCE). Results go to $OUT.
 #
 #   bash benchmarks/device_run.sh                       # on the GPU machine (build/device-wheels carried)
 #   DEVICE_RUN_SMOKE=1 bash benchmarks/device_run.sh    # anywhere: a tiny model for seconds, to check the script
@@ -41,9 +42,12 @@ PY
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 
-configs=torch
+# Host decoding in one process, then nvJPEG, then host decoding in 4 front ends feeding one inference
+# process (SHARED_INFERENCE: the design for more uploads/s than one process decodes).
+shared="torch+workers=4+shared_inference=true"
+configs="torch,$shared"
 if "$python" -c "import torch, torchvision; assert torch.cuda.is_available()" 2>/dev/null; then
-  configs="torch,torch+gpu_decode"
+  configs="torch,torch+gpu_decode,$shared"
 fi
 if [[ "${DEVICE_RUN_SMOKE:-0}" == 1 ]]; then
   args=(--backbone convnext-test --model-size 32 --concurrency 1,4 --batch-sizes 1,8 --max-batch-size 8
