@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import resource
@@ -51,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from catalog.manifest import load_manifest, resolve_version  # noqa: E402
 from service.images import ImageLimits, preprocess_upload  # noqa: E402
 from service.onnx_predictor import discover, session_options  # noqa: E402
+from service.process_tree import children  # noqa: E402
 
 LIMITS = ImageLimits(max_bytes=50_000_000, max_pixels=100_000_000)
 
@@ -157,8 +159,13 @@ class Server:
         return status, body
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds of the server and its child processes (``WORKERS``' workers, an inference process)."""
+        total = 0.0
+        for pid in [self.process.pid, *children(self.process.pid)]:
+            with contextlib.suppress(OSError, IndexError):  # exited meanwhile
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def stop(self) -> None:
         self.process.terminate()

@@ -80,9 +80,6 @@ class WorkersServer(Server):
                 found[pid] = process_cpu_s(pid, pid if main_thread else None)
         return found
 
-    def cpu_seconds(self) -> float:
-        return sum(self.per_process_cpu_s().values())
-
 
 @dataclass
 class Rounds:
