@@ -7,8 +7,9 @@ and the batcher runs as many batches at once as the budget has cores: parallel p
 CPU to hand out and wait for, so one thread per call does the most images per core. Measured on the
 2-core VM (model alone, images/s): ConvNeXt-tiny int8 at 224 px, 30.8 per core on one thread against
 45.1 on two (22.6 per core); the demo model 358 against 422 (211 per core). Served side by side at
-concurrency 16, one thread with 2 batches in flight took 44.2 ms of CPU per ConvNeXt-tiny image against
-57.3 for two threads and one batch (BENCHMARKS.md, "Session layout"). A lone image is the opposite: two
+concurrency 16 on a quiet 2-core VM, one thread with 2 batches in flight reached 0.88 of the searched raw
+limit with 45.8 ms of CPU per ConvNeXt-tiny image, against 0.71 and 51.7 ms for two threads and one batch
+(BENCHMARKS.md, "Session layout"). A lone image is the opposite: two
 threads finish it sooner (26 against 32 ms), so the lone session keeps the whole budget and
 :mod:`service.session_choice` sends a lone batch to whichever of the two its recent calls say is faster.
 
