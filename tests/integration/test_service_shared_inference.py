@@ -169,3 +169,21 @@ def test_one_worker_with_shared_inference_is_refused(repository, tmp_path):
     assert "shared_inference=True needs workers > 1" in failed.output()
 
 
+
+
+def shared_memory_of(pid: int) -> set[str]:
+    """The shared-memory segments (under /dev/shm) process ``pid`` has mapped."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return {line.split(maxsplit=5)[5].strip() for line in maps if " /dev/shm/" in line}
+
+
+def test_a_killed_front_ends_shared_memory_is_removed_when_it_is_replaced(repository, tmp_path):
+    with shared(repository, tmp_path) as (server, pids):
+        killed = shared_memory_of(pids[0])
+        assert killed and all(os.path.exists(path) for path in killed)
+        os.kill(pids[0], signal.SIGKILL)
+        (replacement,) = wait_for(lambda: [p for p in serving_pids(server) if p not in pids], "a new front end",
+                                  server)
+        assert not [path for path in killed if os.path.exists(path)]  # each replacement would leak a set
+        kept = shared_memory_of(replacement) | shared_memory_of(pids[1])
+    assert not [path for path in kept if os.path.exists(path)]  # and a normal stop leaves none
