@@ -34,7 +34,7 @@ class InferenceRole:
     supervisor_pid: int
     address: InferenceAddress
     started: Connection
-    """Written once when it listens, every model loaded."""
+    """Written once when it listens, every model loaded: the version of each (``{slug: version}``)."""
 
 
 def inference_main(settings: Settings, log_level: str, role: InferenceRole) -> None:
@@ -66,7 +66,7 @@ def run_inference(settings: Settings, role: InferenceRole) -> int:
     listener = Listener(role.address.path, family="AF_UNIX")  # keyed per connection, in accept()
     threading.Thread(target=accept, args=(listener, server, role.address.authkey), name="accept",
                      daemon=True).start()
-    role.started.send(True)
+    role.started.send({slug: model.version for slug, model in hello.models.items() if model.version is not None})
     role.started.close()
     log.info("inference process serving %s (pid %d)", ", ".join(sorted(served)) or "no model", os.getpid())
     received = signal.sigwait(STOP_SIGNALS)

@@ -226,8 +226,11 @@ class Supervisor:
     def _tend_inference(self, inference: InferenceChild, ready: list[Any]) -> None:
         if inference.started in ready and not inference.serving:
             with contextlib.suppress(EOFError):
-                inference.serving = bool(inference.started.recv())
+                loaded: dict[str, int] = inference.started.recv()
+                inference.serving = True
                 log.info("inference process serving (pid %d)", inference.process.pid)
+                # A restart loads these again, not a version published since: the front ends run these.
+                self.settings = self.settings.model_copy(update={"versions": {**loaded, **self.settings.versions}})
                 if not self.workers and not self.replacements and not self.draining:
                     self._spawn_workers()
                 while self.replacements and not self.draining:
