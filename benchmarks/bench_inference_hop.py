@@ -48,7 +48,7 @@ def serve(address: InferenceAddress, shape: tuple[int, ...], max_batch: int) -> 
     served = {"m": Served(Runtime(nothing, "none", "fp32"), max_batch, shape)}
     server = InferenceServer(served, Hello({"m": model(shape, max_batch)}), ServiceMetrics(), 1)
     server.start()
-    accept(Listener(address.path, family="AF_UNIX", authkey=address.authkey), server)
+    accept(Listener(address.path, family="AF_UNIX"), server, address.authkey)
 
 
 def measure(run: object, images: list[np.ndarray], calls: int, server_pid: int | None) -> tuple[float, float]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from service.errors import InferenceUnavailableError, ModelLoadError
 from service.inference_protocol import (
+    SHM_FOLDER,
     Attach,
     Call,
     Failure,
@@ -36,7 +37,6 @@ CALL_TIMEOUT_S = 60.0
 the slot reconnects (the answer, should it come, is dropped with the old connection)."""
 RECONNECT_S = (0.05, 1.0)
 """First and longest wait between tries to reach a restarting inference process."""
-SHM_FOLDER = "/dev/shm"
 UNAVAILABLE = "the inference process is unavailable (it is being restarted); retry"
 
 
@@ -132,7 +132,7 @@ class Slot:
         if free is not None and size > free:
             raise ModelLoadError(f"{slug}: a batch slot needs {size} bytes of shared memory and {SHM_FOLDER} has "
                                  f"{free} free; give the container more (--shm-size) or lower MAX_BATCH_SIZE")
-        self.memory = SharedMemory(create=True, size=size)
+        self.memory = SharedMemory(link.address.segment_name(), create=True, size=size)
         self.images: np.ndarray | None = images_view(self.memory, capacity, model.input_shape)
         self.images.fill(0)  # commits the pages now: a full /dev/shm fails here, not mid-request
         self._connection: Connection | None = None

@@ -13,7 +13,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Connection, Listener
+from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 
 from service.backends import create_predictor
 from service.errors import ModelLoadError
@@ -34,7 +34,7 @@ class InferenceRole:
     supervisor_pid: int
     address: InferenceAddress
     started: Connection
-    """Written once when it listens, every model loaded."""
+    """Written once when it listens, every model loaded: the version of each (``{slug: version}``)."""
 
 
 def inference_main(settings: Settings, log_level: str, role: InferenceRole) -> None:
@@ -63,9 +63,10 @@ def run_inference(settings: Settings, role: InferenceRole) -> int:
     server.start()
     with contextlib.suppress(FileNotFoundError):  # left by a predecessor that was killed
         os.unlink(role.address.path)
-    listener = Listener(role.address.path, family="AF_UNIX", authkey=role.address.authkey)
-    threading.Thread(target=accept, args=(listener, server), name="accept", daemon=True).start()
-    role.started.send(True)
+    listener = Listener(role.address.path, family="AF_UNIX")  # keyed per connection, in accept()
+    threading.Thread(target=accept, args=(listener, server, role.address.authkey), name="accept",
+                     daemon=True).start()
+    role.started.send({slug: model.version for slug, model in hello.models.items() if model.version is not None})
     role.started.close()
     log.info("inference process serving %s (pid %d)", ", ".join(sorted(served)) or "no model", os.getpid())
     received = signal.sigwait(STOP_SIGNALS)
@@ -76,16 +77,26 @@ def run_inference(settings: Settings, role: InferenceRole) -> int:
     return 0
 
 
-def accept(listener: Listener, server: InferenceServer) -> None:
+def accept(listener: Listener, server: InferenceServer, authkey: bytes) -> None:
+    """Accept connections on ``listener`` (made without a key) until it closes; each is authenticated with
+    ``authkey`` on its own thread, so a peer that stalls or leaves in the handshake holds up no other."""
     while True:
         try:
             connection = listener.accept()
-        except AuthenticationError as error:
-            log.warning("refused a connection without the key: %s", error)
-            continue
         except OSError:
             return  # closed
-        threading.Thread(target=server.serve, args=(connection,), name="front-end", daemon=True).start()
+        threading.Thread(target=admit, args=(connection, server, authkey), name="front-end", daemon=True).start()
+
+
+def admit(connection: Connection, server: InferenceServer, authkey: bytes) -> None:
+    try:  # what a keyed Listener does in accept()
+        deliver_challenge(connection, authkey)
+        answer_challenge(connection, authkey)
+    except (AuthenticationError, OSError, EOFError) as error:
+        log.warning("refused a connection that failed the key handshake: %r", error)
+        connection.close()
+        return
+    server.serve(connection)
 
 
 def describe(predictor: RepositoryPredictor) -> tuple[dict[str, Served], Hello]:

@@ -14,13 +14,19 @@ region).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
+import os
+import secrets
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
 FLOAT32_BYTES = 4
+SHM_FOLDER = "/dev/shm"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,13 @@ class InferenceAddress:
 
     path: str
     authkey: bytes
+    memory_prefix: str = "catalog-shm-"
+    """Every front end's shared memory is named this, its pid and ``-`` first (unique per service), so the
+    parent can remove the segments of a front end that was killed before it could (:func:`remove_segments`)."""
+
+    def segment_name(self) -> str:
+        """A fresh name for a slot of this process."""
+        return f"{self.memory_prefix}{os.getpid()}-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)
@@ -96,3 +109,18 @@ def images_view(memory: SharedMemory, capacity: int, input_shape: tuple[int, ...
         raise ValueError(f"shared memory {memory.name!r} holds {memory.size} bytes, {capacity} images of "
                          f"{input_shape} need {needed}")
     return np.ndarray((capacity, *input_shape), dtype=np.float32, buffer=memory.buf)
+
+
+def remove_segments(address: InferenceAddress, pid: int | None = None) -> list[str]:
+    """Unlink the shared memory of front end ``pid`` (of every front end when None): what a killed one left.
+    Returns the names removed."""
+    owner = address.memory_prefix + ("" if pid is None else f"{pid}-")
+    removed = []
+    for path in glob.glob(os.path.join(SHM_FOLDER, glob.escape(owner) + "*")):
+        name = os.path.basename(path)
+        with contextlib.suppress(FileNotFoundError):  # it unlinked it itself meanwhile
+            os.unlink(path)
+            removed.append(name)
+            # It registered it with the resource tracker the parent shares, which would unlink it again.
+            resource_tracker.unregister(f"/{name}", "shared_memory")
+    return removed

@@ -27,6 +27,7 @@ stops it once they have all exited. An inference process that fails to start sto
 exit code; one that dies while serving is logged as an error and restarted, and meanwhile the front ends
 answer 503 (``inference_unavailable``) and report not ready, never a wrong answer (their connections to it
 close, so every batch it held fails at once); a front end that dies meanwhile is replaced once it serves.
+A front end that dies without exit code 0 leaves its shared-memory slots behind: the parent unlinks them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from service.inference_protocol import InferenceAddress
+from service.inference_protocol import InferenceAddress, remove_segments
 from service.settings import Settings
 
 log = logging.getLogger("service.workers")
@@ -225,8 +226,11 @@ class Supervisor:
     def _tend_inference(self, inference: InferenceChild, ready: list[Any]) -> None:
         if inference.started in ready and not inference.serving:
             with contextlib.suppress(EOFError):
-                inference.serving = bool(inference.started.recv())
+                loaded: dict[str, int] = inference.started.recv()
+                inference.serving = True
                 log.info("inference process serving (pid %d)", inference.process.pid)
+                # A restart loads these again, not a version published since: the front ends run these.
+                self.settings = self.settings.model_copy(update={"versions": {**loaded, **self.settings.versions}})
                 if not self.workers and not self.replacements and not self.draining:
                     self._spawn_workers()
                 while self.replacements and not self.draining:
@@ -258,6 +262,13 @@ class Supervisor:
                   "serves; starting it", pid, describe(code))
         self.inference = self._spawn_inference()
 
+    def _remove_shared_memory(self, index: int, pid: int) -> None:
+        """A front end that was killed could not unlink its batch slots: each replacement would leak a set."""
+        assert self.address is not None
+        removed = remove_segments(self.address, pid)
+        if removed:
+            log.warning("worker %d (pid %d) left %d shared-memory segment(s): removed", index, pid, len(removed))
+
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         self.signals.append(sig)
 
@@ -277,6 +288,8 @@ class Supervisor:
         worker.started.close()
         code, pid = worker.process.exitcode, worker.process.pid
         mark_process_dead(pid)  # its live gauges (queue depth, readiness) leave the sums
+        if self.address is not None and pid is not None and code != 0:
+            self._remove_shared_memory(worker.index, pid)
         if self.draining:
             if code != 0:
                 log.error("worker %d (pid %d) ended its drain with %s", worker.index, pid, describe(code))
@@ -312,11 +325,14 @@ def supervise(settings: Settings, log_level: str) -> int:
              metrics_dir)
     # Private (mode 0700) and keyed: only this service's processes reach the inference process.
     socket_dir = tempfile.mkdtemp(prefix="catalog-inference-") if settings.shared_inference else None
-    address = None if socket_dir is None else InferenceAddress(os.path.join(socket_dir, "socket"), os.urandom(32))
+    address = None if socket_dir is None else InferenceAddress(
+        os.path.join(socket_dir, "socket"), os.urandom(32), f"catalog-{os.urandom(4).hex()}-")
     try:
         return Supervisor(settings, log_level, listener, address).run()
     finally:
         listener.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if address is not None:
+            remove_segments(address)  # a front end killed while the service stopped
         if socket_dir is not None:
             shutil.rmtree(socket_dir, ignore_errors=True)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
 from types import SimpleNamespace
 
+import pytest
+
 from service.inference_process import describe
+from service.inference_protocol import Hello, InferenceAddress
 from tests.service.fakes import FakePredictor
-from tests.service.inference import MeanModel
+from tests.service.inference import MeanModel, inference_server
 
 
 class LoadedPredictor(FakePredictor):
@@ -30,3 +37,36 @@ def test_ready_models_are_served_and_broken_ones_are_told_with_their_error():
     assert (told.version, told.provider, told.max_batch_size, told.input_shape) == (3, "CPUExecutionProvider", 6,
                                                                                    (3, 40, 40))
     assert hello.models["sarees"].version is None and hello.models["sarees"].error == "sha256 mismatch"
+
+
+def hello_within(address: InferenceAddress, timeout_s: float) -> bool:
+    """Whether a keyed client gets the hello in time (the handshake runs on a daemon thread: it may block)."""
+    got = threading.Event()
+
+    def connect() -> None:
+        with Client(address.path, family="AF_UNIX", authkey=address.authkey) as connection:
+            if isinstance(connection.recv(), Hello):
+                got.set()
+
+    threading.Thread(target=connect, daemon=True).start()
+    return got.wait(timeout_s)
+
+
+def test_a_peer_that_leaves_in_the_handshake_does_not_stop_the_accepting(tmp_path):
+    with inference_server(tmp_path, MeanModel()) as (address, _):
+        with socket.socket(socket.AF_UNIX) as peer:
+            peer.connect(address.path)
+        assert hello_within(address, 10)
+
+
+def test_a_peer_that_stalls_in_the_handshake_does_not_hold_up_the_others(tmp_path):
+    with inference_server(tmp_path, MeanModel()) as (address, _), socket.socket(socket.AF_UNIX) as silent:
+        silent.connect(address.path)  # and never answers the challenge
+        assert hello_within(address, 10)
+
+
+def test_a_peer_without_the_key_is_refused_and_the_others_still_get_in(tmp_path):
+    with inference_server(tmp_path, MeanModel()) as (address, _):
+        with pytest.raises(AuthenticationError):
+            Client(address.path, family="AF_UNIX", authkey=b"not the key")
+        assert hello_within(address, 10)

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from benchmarks.onnx_factory import build_repository
+from benchmarks.onnx_factory import build_repository, write_version
 from tests.integration.test_service_workers import (
     connections_on_each_worker,
     metric,
@@ -169,3 +169,36 @@ def test_one_worker_with_shared_inference_is_refused(repository, tmp_path):
     assert "shared_inference=True needs workers > 1" in failed.output()
 
 
+
+
+def shared_memory_of(pid: int) -> set[str]:
+    """The shared-memory segments (under /dev/shm) process ``pid`` has mapped."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return {line.split(maxsplit=5)[5].strip() for line in maps if " /dev/shm/" in line}
+
+
+def test_a_killed_front_ends_shared_memory_is_removed_when_it_is_replaced(repository, tmp_path):
+    with shared(repository, tmp_path) as (server, pids):
+        killed = shared_memory_of(pids[0])
+        assert killed and all(os.path.exists(path) for path in killed)
+        os.kill(pids[0], signal.SIGKILL)
+        (replacement,) = wait_for(lambda: [p for p in serving_pids(server) if p not in pids], "a new front end",
+                                  server)
+        assert not [path for path in killed if os.path.exists(path)]  # each replacement would leak a set
+        kept = shared_memory_of(replacement) | shared_memory_of(pids[1])
+    assert not [path for path in kept if os.path.exists(path)]  # and a normal stop leaves none
+
+
+def test_a_restarted_inference_process_serves_the_versions_the_front_ends_run(tmp_path):
+    repository = build_repository(tmp_path / "repo", slugs=("sarees",))
+    with shared(repository, tmp_path) as (server, _pids), httpx.Client(timeout=30) as client:
+        (first,) = inference_pids(server)
+        write_version(repository, "sarees", 2, 32, seed=2)  # published while it serves
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: [p for p in inference_pids(server) if p != first], "a new inference process", server)
+        for _ in range(4):  # through either front end
+            wait_for(lambda: client.get(f"{server.url}/v2/health/ready").status_code == 200, "ready", server)
+            answer = client.post(f"{server.url}/predict", params={"category": "sarees"}, content=image_bytes(),
+                                 headers={"Content-Type": "image/jpeg"})
+            assert answer.status_code == 200, answer.text  # not 503 'restart the service' for good
+        assert "loaded sarees v2" not in server.output()

@@ -66,8 +66,8 @@ def inference_server(folder: Path, model: MeanModel, in_flight: int = 1,
                    "sarees": RemoteModel(None, error="broken on purpose")})
     server = InferenceServer(served, hello, ServiceMetrics())
     server.start()
-    listener = Listener(address.path, family="AF_UNIX", authkey=address.authkey)
-    threading.Thread(target=accept, args=(listener, server), daemon=True).start()
+    listener = Listener(address.path, family="AF_UNIX")
+    threading.Thread(target=accept, args=(listener, server, address.authkey), daemon=True).start()
     try:
         yield address, server
     finally:
