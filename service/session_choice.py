@@ -35,6 +35,11 @@ PROBE_EVERY = 20
 to keep measuring it."""
 RECENT = 5
 """Lone calls per session whose fastest judges it."""
+EXPLORE_EVERY = 4
+"""While a session has fewer than :data:`RECENT` lone calls behind it, one lone call in this many probes it.
+A server's first lone calls come as a load starts or ends, beside uploads still being read, and the one
+such call that judged a session kept a ConvNeXt-tiny server on its slower session for the first 20 calls
+of a quiet spell (+12-16 ms at concurrency 1 in the first round of every peers run; BENCHMARKS.md)."""
 
 
 class Sessions(Generic[S]):
@@ -79,8 +84,10 @@ class Sessions(Generic[S]):
             for on_lone in (True, False):  # each session measured once before any comparison
                 if not self._recent_s[on_lone]:
                     return on_lone
-            probe = self._lone_calls % PROBE_EVERY == 0
-            return self.prefers_lone() != probe
+            favoured = self.prefers_lone()
+            exploring = len(self._recent_s[not favoured]) < RECENT
+            probe = self._lone_calls % (EXPLORE_EVERY if exploring else PROBE_EVERY) == 0
+            return favoured != probe
 
     def _record(self, on_lone: bool, seconds: float) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ call its cost)."""
 
 from __future__ import annotations
 
-from service.session_choice import PROBE_EVERY, Sessions
+from service.session_choice import EXPLORE_EVERY, PROBE_EVERY, RECENT, Sessions
 
 
 class Host:
@@ -47,10 +47,12 @@ def test_a_batch_beside_other_admitted_images_sleeps_and_does_not_count():
 def test_lone_calls_spin_while_spinning_is_faster_and_probe_the_other_session():
     host = Host(sleeping=0.046, spinning=0.038)
     sessions = Sessions("sleeping", "spinning", clock=host.clock)
-    calls = lone_calls(sessions, host, 2 * PROBE_EVERY)
+    calls = lone_calls(sessions, host, 3 * PROBE_EVERY)
     assert calls[:2] == ["spinning", "sleeping"]  # each measured once
     assert sessions.prefers_lone()
-    assert calls[2:].count("sleeping") == 2  # the probes, one in PROBE_EVERY
+    probes = [number for number, session in enumerate(calls, 1) if session == "sleeping"][1:]
+    explored = [EXPLORE_EVERY * k for k in range(1, RECENT)]  # until it has RECENT calls behind it
+    assert probes == [*explored, PROBE_EVERY, 2 * PROBE_EVERY, 3 * PROBE_EVERY]  # then one in PROBE_EVERY
     assert sessions.run(4, 4, host.call) == "spinning"  # a whole batch that is all there is to do spins too
 
 
@@ -70,13 +72,13 @@ def test_only_one_image_calls_are_compared():
     host.cost_s["spinning"] = 1.0  # a batch of 8 takes longer, which says nothing about one image
     sessions.run(8, 8, host.call)
     host.cost_s["spinning"] = 0.038
-    assert lone_calls(sessions, host, 3) == ["spinning", "sleeping", "spinning"]
+    assert lone_calls(sessions, host, 2) == ["spinning", "sleeping"]  # spinning still unmeasured
 
 
 def test_a_few_calls_slowed_by_interference_do_not_lose_the_faster_session():
     host = Host(sleeping=0.026, spinning=0.019)
     sessions = Sessions("sleeping", "spinning", clock=host.clock)
-    lone_calls(sessions, host, 4)
+    lone_calls(sessions, host, 2 * PROBE_EVERY + 1)
     host.cost_s["spinning"] = 0.060  # the tail of a load: the load generator still holds a core
     lone_calls(sessions, host, 2)
     host.cost_s["spinning"] = 0.019
@@ -92,3 +94,16 @@ def test_one_fast_probe_wins_back_a_session_whose_host_recovered():
     host.cost_s["spinning"] = 0.019  # the neighbour is gone
     calls = lone_calls(sessions, host, PROBE_EVERY + 3)
     assert calls[-3:] == ["spinning"] * 3  # from the next probe on
+
+
+def test_a_first_call_slowed_by_a_starting_load_is_corrected_within_a_few_calls():
+    # A server's first lone call comes as a load starts, beside uploads still being read: the lone
+    # session's one measurement is slow, and the quiet spell after the load must not pay for it long.
+    host = Host(sleeping=0.036, spinning=0.080)
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    assert lone_calls(sessions, host, 2) == ["spinning", "sleeping"]
+    assert not sessions.prefers_lone()
+    host.cost_s["spinning"] = 0.026  # the load is over
+    calls = lone_calls(sessions, host, 2 * EXPLORE_EVERY)
+    assert calls.index("spinning") < EXPLORE_EVERY  # probed within a few calls, not PROBE_EVERY
+    assert calls[-EXPLORE_EVERY:].count("spinning") >= EXPLORE_EVERY - 1  # and kept
