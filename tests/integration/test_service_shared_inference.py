@@ -78,6 +78,7 @@ def test_front_ends_answer_as_one_worker_does_with_one_copy_of_each_model_and_co
     assert metric(text, 'catalog_http_request_duration_seconds_count{method="POST",route="/predict",'
                         'status="200"}') == answered
     assert metric(text, 'catalog_inference_batch_size_count{model="sarees"}') == answered  # model calls
+    assert metric(text, 'catalog_inference_duration_seconds_count{model="sarees"}') == answered
     assert 'catalog_inference_batch_size_count{model="men_tshirts"}' not in text  # no warm-up counted
     for slug in ("sarees", "men_tshirts"):
         assert metric(text, f'catalog_model_copies{{model="{slug}"}}') == 1
