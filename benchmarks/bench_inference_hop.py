@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_workers import process_cpu_s  # noqa: E402
+from benchmarks.bench_service import process_cpu_s  # noqa: E402
 from service.inference_client import InferenceLink, ModelSlots  # noqa: E402
 from service.inference_process import accept  # noqa: E402
 from service.inference_protocol import Hello, InferenceAddress, RemoteModel  # noqa: E402
@@ -46,7 +46,7 @@ def model(shape: tuple[int, ...], max_batch: int) -> RemoteModel:
 def serve(address: InferenceAddress, shape: tuple[int, ...], max_batch: int) -> None:
     """The inference process: the real server around a model that does nothing."""
     served = {"m": Served(Runtime(nothing, "none", "fp32"), max_batch, shape)}
-    server = InferenceServer(served, Hello({"m": model(shape, max_batch)}), ServiceMetrics(), 1)
+    server = InferenceServer(served, Hello({"m": model(shape, max_batch)}), ServiceMetrics())
     server.start()
     accept(Listener(address.path, family="AF_UNIX"), server, address.authkey)
 

@@ -123,6 +123,13 @@ def in_process_throughput(model: Model, jpegs: list[bytes], batch_size: int, ima
 # -- the service ---------------------------------------------------------------------------------
 
 
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU seconds of a process (all its threads), or of one of its threads."""
+    path = Path(f"/proc/{pid}/stat") if thread is None else Path(f"/proc/{pid}/task/{thread}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -158,14 +165,21 @@ class Server:
         writer.close()
         return status, body
 
+    def pids(self) -> list[int]:
+        """The server and its child processes (``WORKERS``' workers, an inference process)."""
+        return [self.process.pid, *children(self.process.pid)]
+
+    def per_process_cpu_s(self, main_thread: bool = False) -> dict[int, float]:
+        """By pid: the process's CPU seconds, or its main thread's (the event loop's, in a worker)."""
+        found = {}
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # exited meanwhile
+                found[pid] = process_cpu_s(pid, pid if main_thread else None)
+        return found
+
     def cpu_seconds(self) -> float:
-        """CPU seconds of the server and its child processes (``WORKERS``' workers, an inference process)."""
-        total = 0.0
-        for pid in [self.process.pid, *children(self.process.pid)]:
-            with contextlib.suppress(OSError, IndexError):  # exited meanwhile
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        """CPU seconds of the server and its child processes."""
+        return sum(self.per_process_cpu_s().values())
 
     def stop(self) -> None:
         self.process.terminate()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
@@ -47,7 +46,6 @@ from benchmarks.bench_service import (  # noqa: E402
 from benchmarks.onnx_factory import write_version  # noqa: E402
 from catalog.manifest import load_manifest, resolve_version  # noqa: E402
 from service.images import preprocess_upload  # noqa: E402
-from service.process_tree import children  # noqa: E402
 
 SLUG = "men_tshirts"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -57,28 +55,6 @@ def machine_busy_s() -> float:
     """CPU seconds every process on the machine has used (all cores, ``/proc/stat``)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(fields) - fields[3] - fields[4]) / TICKS  # less idle and I/O wait
-
-
-def process_cpu_s(pid: int, thread: int | None = None) -> float:
-    """CPU seconds of a process (all its threads), or of one of its threads."""
-    path = Path(f"/proc/{pid}/stat") if thread is None else Path(f"/proc/{pid}/task/{thread}/stat")
-    fields = path.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-class WorkersServer(Server):
-    """``python -m service`` with its CPU counted over the parent and every worker (and their helpers)."""
-
-    def pids(self) -> list[int]:
-        return [self.process.pid, *children(self.process.pid)]
-
-    def per_process_cpu_s(self, main_thread: bool = False) -> dict[int, float]:
-        """By pid: the process's CPU seconds, or its main thread's (the event loop's, in a worker)."""
-        found = {}
-        for pid in self.pids():
-            with contextlib.suppress(OSError):  # exited meanwhile
-                found[pid] = process_cpu_s(pid, pid if main_thread else None)
-        return found
 
 
 @dataclass
@@ -114,7 +90,7 @@ def design_settings(design: str) -> dict[str, object]:
     return {"workers": int(workers), **({"shared_inference": "true"} if shared else {})}
 
 
-def mean_batch_sizes(server: WorkersServer) -> tuple[float, float]:
+def mean_batch_sizes(server: Server) -> tuple[float, float]:
     """Mean images per batch since start-up: the front ends' batches, and the inference process's model calls
     (0 without one), from ``/metrics``."""
 
@@ -139,7 +115,7 @@ def mean_batch_sizes(server: WorkersServer) -> tuple[float, float]:
     return mean("catalog_batch_size"), mean("catalog_inference_batch_size")
 
 
-def measure_round(server: WorkersServer, requests: list[bytes], concurrency: int, duration_s: float,
+def measure_round(server: Server, requests: list[bytes], concurrency: int, duration_s: float,
                   into: Rounds) -> None:
     before, loop_before = server.per_process_cpu_s(), server.per_process_cpu_s(main_thread=True)
     client_before, machine_before, started = own_cpu_s(), machine_busy_s(), time.perf_counter()
@@ -187,7 +163,7 @@ def main() -> None:
               f"({args.category}); uploads {args.image_size[0]}x{args.image_size[1]} JPEG "
               f"(~{sum(map(len, jpegs)) // len(jpegs) // 1024} KiB); preprocessing one costs {decode_ms:.1f} ms "
               "of CPU in-process", flush=True)
-        servers = {d: WorkersServer(repository, args.category, **design_settings(d), **settings) for d in args.workers}
+        servers = {d: Server(repository, args.category, **design_settings(d), **settings) for d in args.workers}
         rounds = {d: Rounds() for d in args.workers}
         try:
             for server in servers.values():  # warm every worker's pools and caches
