@@ -27,20 +27,11 @@ Image.init()
 # (over twice its own limit) still stops Image.open and is answered 413.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-JPEG_MAGIC = b"\xff\xd8\xff"
-
-
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int
     max_pixels: int
     memory: PreprocessMemory = field(default_factory=lambda: PreprocessMemory(DEFAULT_LIMIT_BYTES))
-
-
-def cheap_to_preprocess(data: bytes) -> bool:
-    """A JPEG: decoded reduced in the DCT domain (draft mode), so its cost is small whatever its size.
-    Only such uploads may be preprocessed on a model's own worker thread (the lone-request path)."""
-    return data.startswith(JPEG_MAGIC)
 
 
 def _identify_refused(data: bytes) -> str | None:

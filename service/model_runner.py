@@ -65,16 +65,24 @@ def discover(repository: Path) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and list_versions(repository, p.name))
 
 
-def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> BatcherConfig:
+def batcher_config(settings: Settings, manifest: Manifest, provider: str, holds_model: bool = True) -> BatcherConfig:
     batch_dim = manifest.input.shape[0] if manifest.input.shape else None
     max_batch = settings.max_batch_size
     if isinstance(batch_dim, int):  # a model exported with a fixed batch size caps ours
         max_batch = min(max_batch, batch_dim)
-    alone = settings.preprocess_alone_when_idle
+    on_threads = settings.batches_on_preprocess_threads
+    if on_threads is None:
+        on_threads = provider in CPU_PROVIDERS and holds_model
+    in_flight = batches_in_flight(settings, provider)
+    threads = settings.resolved_preprocess_threads
+    if on_threads and settings.max_batches_in_flight and in_flight > threads and not settings.max_queue_delay_s:
+        raise ModelLoadError(
+            f"max_batches_in_flight={in_flight} cannot apply: batches run on the {threads} preprocessing thread(s) "
+            "(batches_on_preprocess_threads); raise PREPROCESS_THREADS, lower MAX_BATCHES_IN_FLIGHT, or set "
+            "BATCHES_ON_PREPROCESS_THREADS=false")
     return BatcherConfig(max_batch_size=max_batch, max_delay_s=settings.max_queue_delay_s,
-                         max_queue_size=settings.max_queue_size, max_in_flight=batches_in_flight(settings, provider),
-                         timeout_s=settings.request_timeout_s,
-                         run_alone_when_idle=provider in CPU_PROVIDERS if alone is None else alone)
+                         max_queue_size=settings.max_queue_size, max_in_flight=in_flight,
+                         timeout_s=settings.request_timeout_s, run_on_preparing_threads=on_threads)
 
 
 class ModelRunner:
@@ -115,9 +123,8 @@ class ModelRunner:
             return [Answer(row) for row in rows]
         return [Answer(row, float(score)) for row, score in zip(rows, ood, strict=True)]
 
-    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
-                    cheap: bool = False) -> Inference:
-        done = await self.batcher.submit(preprocess, timeout_s=timeout_s, may_run_alone=cheap)
+    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None) -> Inference:
+        done = await self.batcher.submit(preprocess, timeout_s=timeout_s)
         return Inference(done.value.row, done.prepare_s, done.queue_wait_s, done.run_s, done.batch_size,
                          done.value.ood_score)
 
@@ -188,8 +195,8 @@ class RepositoryPredictor:
             versions=tuple(list_versions(settings.repository, slug)),
             ood_threshold=manifest.ood.threshold if manifest.ood else None, device_decode=runtime.device_decode,
         )
-        model = ModelRunner(info, manifest, runtime, settings.top_k, batcher_config(settings, manifest, info.provider),
-                            self._hooks(slug), self._preprocess_pool)
+        batching = batcher_config(settings, manifest, info.provider, runtime.holds_model)
+        model = ModelRunner(info, manifest, runtime, settings.top_k, batching, self._hooks(slug), self._preprocess_pool)
         if settings.warmup:
             try:
                 model.run_batch([np.zeros(info.spec.input_shape, dtype=np.float32)])

@@ -63,8 +63,7 @@ async def infer_upload(state: ServiceState, model: ReadyModel, data: bytes, star
     runs from the request's arrival (``started``), not from its queueing."""
     remaining_s = state.settings.request_timeout_s - (time.perf_counter() - started)
     step = device_upload.upload_step if model.info.device_decode else images.preprocess_upload
-    inference = await model.infer(partial(step, data, model.info.spec, state.limits),
-                                  remaining_s, cheap=images.cheap_to_preprocess(data))
+    inference = await model.infer(partial(step, data, model.info.spec, state.limits), remaining_s)
     state.metrics.observe_timings(model.info.name, inference.preprocess_s, inference.queue_wait_s)
     state.tracing.inference(model.info.name, inference)
     return inference

@@ -63,11 +63,9 @@ class ReadyModel(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
-                    cheap: bool = False) -> Inference:
+    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None) -> Inference:
         """Admit the image (or raise ``QueueFullError`` at once), run ``preprocess()`` off the event loop,
-        batch and run it. ``timeout_s`` bounds the time until its batch starts. Only a ``cheap``
-        preprocessing may run on the model's own worker thread (when it is idle)."""
+        batch and run it. ``timeout_s`` bounds the time until its batch starts."""
         ...
 
 

@@ -15,7 +15,8 @@ from service.preprocess_memory import DEFAULT_LIMIT_BYTES
 
 ENV_PREFIX = "CATALOG_SERVICE_"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models" / "demo"
-RENAMED = {"DECODE_ALONE_WHEN_IDLE": "PREPROCESS_ALONE_WHEN_IDLE"}
+RENAMED = {"DECODE_ALONE_WHEN_IDLE": "BATCHES_ON_PREPROCESS_THREADS",
+           "PREPROCESS_ALONE_WHEN_IDLE": "BATCHES_ON_PREPROCESS_THREADS"}
 """Environment variables whose setting was renamed: refused with the new name rather than ignored."""
 OodAction = Literal["abstain", "keep"]
 CategoryCheckMode = Literal["flagged", "always", "off"]
@@ -106,12 +107,15 @@ class Settings(BaseSettings):
     preprocess_threads: int = Field(default=0, ge=0, le=256)
     """Threads that preprocess uploads (decode the file, resize, normalise), per worker process; 0 uses each
     worker's share of the container's CPU budget (divided by ``workers``, rounded down, at least 1)."""
-    preprocess_alone_when_idle: bool | None = None
-    """With ``max_queue_delay_s`` 0, a request that finds its model idle (nothing queued or running) is
-    preprocessed and run in one call on the model's worker thread: one thread hop instead of two, which
-    is most of what a request pays at low load on a VM whose idle cores wake slowly. Unset, it is on for
-    models served by the CPU provider and off on a GPU, where the model is much faster than
-    preprocessing and should not be held while an image is read."""
+    batches_on_preprocess_threads: bool | None = None
+    """With ``max_queue_delay_s`` 0, batches run on the threads that preprocess the uploads: a thread that has
+    preprocessed an upload runs it, with whatever else is queued, when fewer than ``max_batches_in_flight``
+    batches of its model are running, and keeps running what queues meanwhile; a lone request is preprocessed
+    and run in one thread call. No hop through the event loop between preprocessing and the model, and no
+    more threads at work than ``preprocess_threads`` (``service/batching/preparing_threads.py``, measured
+    there). Unset, it is on for models this process runs on the CPU, and off on a GPU (the model should not
+    wait while its threads read images) and in ``shared_inference`` front ends (a batch there is a wait on
+    the inference process, not work)."""
     spin_when_idle: bool | None = None
     """Whether the lone session's intra-op threads spin during a call and stop when it returns (ONNX Runtime's
     ``session.force_spinning_stop``). A batch that is all its model has to do (a lone request at low load)

@@ -4,12 +4,14 @@ rather than sleeps, after Ray Serve's test_batching.py."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from service.batching import (
     Batcher,
     BatcherConfig,
+    BatcherError,
     BatcherHooks,
     BatcherStoppedError,
     DeadlineExceededError,
@@ -273,44 +275,16 @@ def preparing(value: int, threads: list[str]):
     return prepare
 
 
-def lone(handler, **config) -> Batcher:
-    return make(handler, run_alone_when_idle=True, **config)
-
-
-async def test_a_lone_item_is_prepared_and_run_in_one_worker_call():
-    import threading
-
-    gate, prepared, sizes = Gate(), [], []
-    batcher = Batcher(gate, BatcherConfig(max_batch_size=8, run_alone_when_idle=True), name="test",
-                      hooks=BatcherHooks(on_batch=lambda n, s: sizes.append(n)))
+def on_threads(handler, threads: int = 2, **config) -> tuple[Batcher, ThreadPoolExecutor]:
+    """A batcher whose batches run on the ``threads`` threads that prepare its items."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="prep")
+    batcher = Batcher(handler, BatcherConfig(run_on_preparing_threads=True, **config), name="test",
+                      prepare_executor=pool)
     batcher.start()
-    done = await batcher.submit(preparing(3, prepared))
-    assert done.value == 30 and done.batch_size == 1 and done.queue_wait_s == 0.0
-    assert prepared == gate.threads and prepared[0] != threading.current_thread().name
-    assert sizes == [1] and batcher.in_flight == 0 and batcher.admitted == 0
-    await batcher.stop()
-
-
-async def test_a_busy_batcher_prepares_apart_and_queues():
-    import threading
-
-    gate, prepared = Gate(hold=True), []
-    batcher = lone(gate, max_batch_size=8)
-    running = asyncio.ensure_future(batcher.submit(preparing(1, prepared)))
-    await asyncio.to_thread(gate.entered.wait, 10)
-    queued = asyncio.ensure_future(batcher.submit(preparing(3, prepared)))
-    await until(lambda: batcher.queue_depth == 1)
-    # The first ran alone on the worker; the second was prepared apart (inline: no prepare pool here).
-    assert prepared == [gate.threads[0], threading.current_thread().name]
-    gate.release.set()
-    assert [(await running).value, (await queued).value] == [10, 30]
-    assert gate.batches == [[1], [3]]
-    await batcher.stop()
+    return batcher, pool
 
 
 async def test_prepare_runs_in_the_prepare_executor_when_given():
-    from concurrent.futures import ThreadPoolExecutor
-
     prepared: list[str] = []
     with ThreadPoolExecutor(1, thread_name_prefix="prep") as pool:
         batcher = Batcher(Recorder(), BatcherConfig(), name="test", prepare_executor=pool)
@@ -320,74 +294,141 @@ async def test_prepare_runs_in_the_prepare_executor_when_given():
     assert done.value == 20 and prepared[0].startswith("prep")
 
 
-async def test_items_arriving_during_a_lone_run_wait_for_it_then_go_out_together():
+async def test_a_lone_item_is_prepared_and_run_in_one_thread_call():
+    gate, prepared, sizes = Gate(), [], []
+    with ThreadPoolExecutor(2, thread_name_prefix="prep") as pool:
+        batcher = Batcher(gate, BatcherConfig(max_batch_size=8, run_on_preparing_threads=True), name="test",
+                          hooks=BatcherHooks(on_batch=lambda n, s: sizes.append(n)), prepare_executor=pool)
+        batcher.start()
+        done = await batcher.submit(preparing(3, prepared))
+        await batcher.stop()
+    assert done.value == 30 and done.batch_size == 1 and done.queue_wait_s < 0.5
+    assert prepared == gate.threads and prepared[0].startswith("prep")
+    assert sizes == [1] and batcher.in_flight == 0 and batcher.admitted == 0
+
+
+async def test_items_prepared_while_a_batch_runs_go_out_together_when_it_is_done():
     gate, prepared = Gate(hold=True), []
-    batcher = lone(gate, max_batch_size=8)
-    alone = asyncio.ensure_future(batcher.submit(preparing(1, prepared)))
+    batcher, pool = on_threads(gate, max_batch_size=8)
+    first = asyncio.ensure_future(batcher.submit(preparing(1, prepared)))
     await asyncio.to_thread(gate.entered.wait, 10)
-    others = [asyncio.ensure_future(batcher.submit(item(i))) for i in (2, 3)]
-    await until(lambda: batcher.queue_depth == 2)
-    assert gate.batches == [[1]]  # the slot is taken: nothing else started
+    others = [asyncio.ensure_future(batcher.submit(preparing(i, prepared))) for i in (2, 3)]
+    await until(lambda: batcher.queue_depth == 2)  # prepared by the free thread; the one slot is taken
+    assert gate.batches == [[1]] and batcher.in_flight == 1
     gate.release.set()
-    assert (await alone).value == 10 and [(await t).value for t in others] == [20, 30]
+    assert (await first).value == 10 and [(await t).value for t in others] == [20, 30]
     assert gate.batches == [[1], [2, 3]] and gate.most_active == 1
+    # The thread that ran the first batch ran the next: nothing went back through the event loop.
+    assert gate.threads[0] == gate.threads[1] and set(prepared) <= {f"prep_{i}" for i in range(2)}
     await batcher.stop()
+    pool.shutdown()
 
 
-async def test_a_failing_prepare_fails_only_its_caller_and_frees_the_slot():
-    gate = Gate()
-    batcher = lone(gate)
+async def test_as_many_batches_run_at_once_as_slots_allow():
+    gate = Gate(hold=True)
+    batcher, pool = on_threads(gate, threads=3, max_batch_size=1, max_in_flight=2)
+    tasks = [asyncio.ensure_future(batcher.submit(item(i))) for i in range(3)]
+    await until(lambda: gate.active == 2 and batcher.queue_depth == 1)
+    assert batcher.in_flight == 2
+    gate.release.set()
+    assert sorted([(await t).value for t in tasks]) == [0, 10, 20]
+    assert gate.most_active == 2 and sorted(map(len, gate.batches)) == [1, 1, 1]
+    await batcher.stop()
+    pool.shutdown()
+
+
+async def test_a_failing_prepare_or_batch_fails_only_its_own_callers_and_frees_the_slot():
+    def handler(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise RuntimeError("model failed")
+        return [x * 10 for x in items]
 
     def broken() -> int:
         raise ValueError("not an image")
 
+    batcher, pool = on_threads(handler, max_in_flight=1)
     with pytest.raises(ValueError, match="not an image"):
         await batcher.submit(broken)
-    assert (await batcher.submit(item(4))).value == 40 and gate.batches == [[4]]
-    assert batcher.admitted == 0
+    with pytest.raises(RuntimeError, match="model failed"):
+        await batcher.submit(item(13))
+    assert (await batcher.submit(item(4))).value == 40
+    assert batcher.admitted == 0 and batcher.in_flight == 0
     await batcher.stop()
+    pool.shutdown()
 
 
-async def test_a_cancelled_lone_caller_keeps_the_slot_until_its_thread_is_done():
-    gate, prepared = Gate(hold=True), []
-    batcher = lone(gate, max_batch_size=8)
-    alone = asyncio.ensure_future(batcher.submit(preparing(1, prepared)))
-    await asyncio.to_thread(gate.entered.wait, 10)
-    alone.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await alone
-    later = asyncio.ensure_future(batcher.submit(item(2)))
-    await until(lambda: batcher.queue_depth == 1)
-    assert gate.batches == [[1]]  # still running in its thread: the next batch waits
-    gate.release.set()
-    assert (await later).value == 20 and gate.most_active == 1
+async def test_a_wrong_number_of_results_fails_the_batch():
+    batcher, pool = on_threads(lambda items: [], max_in_flight=1)
+    with pytest.raises(BatcherError, match="handler returned 0 results for 1 inputs"):
+        await batcher.submit(item(1))
     await batcher.stop()
+    pool.shutdown()
 
 
-async def test_a_lone_run_outlasting_the_drain_fails_like_a_queued_item():
+async def test_a_cancelled_caller_is_left_out_and_a_running_batch_keeps_its_slot_until_done():
     gate = Gate(hold=True)
-    batcher = lone(gate)
-    alone = asyncio.ensure_future(batcher.submit(item(1)))
+    batcher, pool = on_threads(gate, max_batch_size=8)
+    running = asyncio.ensure_future(batcher.submit(item(1)))
     await asyncio.to_thread(gate.entered.wait, 10)
+    gone = asyncio.ensure_future(batcher.submit(item(2)))
+    kept = asyncio.ensure_future(batcher.submit(item(3)))
+    await until(lambda: batcher.queue_depth == 2)
+    running.cancel()
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert batcher.in_flight == 1  # its thread still runs the batch
+    gate.release.set()
+    assert (await kept).value == 30
+    assert gate.batches == [[1], [3]] and gate.most_active == 1
+    await batcher.stop()
+    pool.shutdown()
+
+
+async def test_an_item_whose_deadline_passes_while_it_waits_for_a_slot_fails_and_never_runs():
+    gate = Gate(hold=True)
+    batcher, pool = on_threads(gate, max_batch_size=8)
+    running = asyncio.ensure_future(batcher.submit(item(1)))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    with pytest.raises(DeadlineExceededError, match="did not start within its deadline"):
+        await batcher.submit(item(2), timeout_s=0.01)
+    gate.release.set()
+    assert (await running).value == 10 and gate.batches == [[1]]
+    assert (await batcher.submit(item(5))).value == 50 and gate.batches == [[1], [5]]
+    await batcher.stop()
+    pool.shutdown()
+
+
+async def test_a_run_outlasting_the_drain_fails_as_stopped_and_so_do_the_items_behind_it():
+    gate = Gate(hold=True)
+    batcher, pool = on_threads(gate, max_batch_size=8)
+    running = asyncio.ensure_future(batcher.submit(item(1)))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    queued = asyncio.ensure_future(batcher.submit(item(2)))
+    await until(lambda: batcher.queue_depth == 1)
     await batcher.stop(drain_timeout_s=0)
     with pytest.raises(BatcherStoppedError, match="stopped while this request ran"):
-        await alone
+        await running
+    with pytest.raises(BatcherStoppedError, match="stopped before this request ran"):
+        await queued
+    with pytest.raises(BatcherStoppedError, match="not accepting"):
+        await batcher.submit(item(3))
     gate.release.set()
+    pool.shutdown()
 
 
-async def test_an_async_handler_or_a_batching_delay_never_takes_the_lone_path():
-    import threading
-
-    here, prepared = threading.current_thread().name, []
-    batcher = lone(Recorder())
-    assert (await batcher.submit(preparing(1, prepared))).value == 10
+async def test_an_async_handler_or_a_batching_delay_keeps_batches_off_the_preparing_threads():
+    prepared: list[str] = []
+    batcher, pool = on_threads(Recorder())
+    assert (await batcher.submit(preparing(1, prepared))).value == 10  # an async handler: on the loop
     await batcher.stop()
     gate = Gate()
-    waiting = lone(gate, max_delay_s=3600)
-    waiting.flush()  # no waiting for company in this test; a lone item still must not skip the queue
+    waiting, _ = on_threads(gate, max_delay_s=3600)
+    waiting.flush()  # no waiting for company in this test
     assert (await waiting.submit(preparing(2, prepared))).value == 20
     await waiting.stop()
-    assert prepared == [here, here] and gate.threads[0] != here
+    pool.shutdown()
+    assert all(name.startswith("prep") for name in prepared) and gate.threads[0].startswith("test-run")
 
 
 async def test_admission_counts_every_item_until_it_is_answered_and_retry_after_follows_the_backlog():

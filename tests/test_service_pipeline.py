@@ -28,18 +28,16 @@ class Counting(FakePredictor):
         super().__init__(**kwargs)
         self.lookups = 0
         self.timeouts: list[float | None] = []
-        self.cheap: list[bool] = []
 
     def ready_model(self, name: str) -> FakeModel:
         self.lookups += 1
         model = super().ready_model(name)
-        timeouts, cheapness = self.timeouts, self.cheap
+        timeouts = self.timeouts
 
         class Recording(FakeModel):
-            async def infer(self, preprocess, timeout_s, *, cheap=False):
+            async def infer(self, preprocess, timeout_s):
                 timeouts.append(timeout_s)
-                cheapness.append(cheap)
-                return await super().infer(preprocess, timeout_s, cheap=cheap)
+                return await super().infer(preprocess, timeout_s)
 
         return Recording(model.info, self)
 
@@ -86,10 +84,3 @@ async def test_timings_and_answers_are_counted_once_per_image(tmp_path):
     assert registry.get_sample_value("catalog_abstentions_total", {**labels, "attribute": "color"}) == 1
     assert registry.get_sample_value("catalog_conflicts_total", {**labels, "attribute": "sleeve_length"}) == 1
 
-
-async def test_only_jpegs_may_be_preprocessed_on_the_model_s_own_thread(tmp_path):
-    predictor = Counting()
-    state = state_for(tmp_path, predictor)
-    for fmt in ("JPEG", "PNG", "WEBP"):
-        await predict_image(state, "men_tshirts", image_bytes(fmt))
-    assert predictor.cheap == [True, False, False]

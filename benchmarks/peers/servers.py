@@ -1,10 +1,12 @@
 """The servers a peers benchmark runs side by side: each a subprocess in its own process group, so it can
 be paused (SIGSTOP) while another is measured and its CPU counted over every process it started
-(LitServe's inference worker included)."""
+(LitServe's inference worker included). The service's worker and inference processes make groups of their
+own (so a signal to a worker's group leaves its siblings alone): those count too."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_service import free_port, read_response
+from service.process_tree import children
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -46,21 +49,32 @@ class ServerProcess:
         writer.close()
         return status
 
+    def groups(self) -> set[int]:
+        """The server's process group, and the groups its direct children lead."""
+        found = {self.process.pid}
+        for child in children(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                found.add(os.getpgid(child))
+        return found
+
     def pause(self) -> None:
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        for group in self.groups():
+            os.killpg(group, signal.SIGSTOP)
 
     def resume(self) -> None:
-        os.killpg(self.process.pid, signal.SIGCONT)
+        for group in self.groups():
+            os.killpg(group, signal.SIGCONT)
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of every live process in the group."""
+        """User + system CPU of every live process in the server's groups."""
+        groups = self.groups()
         ticks = 0
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:  # the process ended meanwhile
                 continue
-            if int(fields[2]) == self.process.pid:  # field 5 of stat, the process group
+            if int(fields[2]) in groups:  # field 5 of stat, the process group
                 ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -68,11 +82,14 @@ class ServerProcess:
         if self.process.poll() is not None:
             return
         self.resume()
-        os.killpg(self.process.pid, signal.SIGTERM)
+        groups = self.groups()
+        os.killpg(self.process.pid, signal.SIGTERM)  # the service's parent drains its workers itself
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            for group in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
             self.process.wait()
 
 

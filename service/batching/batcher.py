@@ -13,9 +13,9 @@ Semantics, after Ray Serve's batching:
 - the wait timer starts at the *first* queued item, not when the loop wakes up;
 - ``max_delay_s == 0`` is opportunistic: an idle item is dispatched at once, and whatever queued while
   a batch was in flight goes out together in the next one;
-- ``run_alone_when_idle`` (plain-function handler, no delay): an item that finds the batcher idle is
-  prepared and run in one worker-thread call, one thread hop instead of two, which is most of what a
-  request at low load pays on a VM whose idle cores wake slowly;
+- ``run_on_preparing_threads`` (plain-function handler, no delay): batches run on the threads that
+  prepare the items, with no hop through the event loop in between, and a lone item is prepared and run
+  in one thread call (``service/batching/preparing_threads.py``);
 - a full batch goes out at once; at most ``max_in_flight`` batches run at the same time;
 - every item has a deadline, from its submission: if its batch has not *started* by then it fails with
   :class:`DeadlineExceededError` (it is never run late);
@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from service.batching.config import BatcherConfig, BatcherHooks, Completed
 from service.batching.errors import BatcherError, BatcherStoppedError, DeadlineExceededError, QueueFullError
+from service.batching.preparing_threads import PreparingThreads, settle
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -91,6 +92,13 @@ class Batcher(Generic[T, R]):
         self._flushing = False
         self._admitted = 0
         self._recent_item_s = 0.0  # batch time per item, for the expected wait; 0 until a batch ran
+        self._preparing_threads = None if not self._on_preparing_threads() else PreparingThreads(
+            cast(SyncHandler[T, R], self._sync_handler), prepare_executor or self._executor, name=name,
+            max_batch_size=self.config.max_batch_size, max_in_flight=self.config.max_in_flight, clock=clock,
+            on_batch=self._after_batch)
+
+    def _on_preparing_threads(self) -> bool:
+        return self.config.run_on_preparing_threads and self.config.max_delay_s == 0 and self._sync_handler is not None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -106,7 +114,7 @@ class Batcher(Generic[T, R]):
         self._accepting = False
         deadline = time.monotonic() + drain_timeout_s
         # Admitted items still preparing will queue next: wait for them too.
-        while (self._admitted or self._live_queue() or self._running) and time.monotonic() < deadline:
+        while (self._admitted or self._live_queue() or self.in_flight) and time.monotonic() < deadline:
             self._arrived.set()
             await asyncio.sleep(0.005)
         if self._loop_task is not None:
@@ -118,6 +126,8 @@ class Batcher(Generic[T, R]):
         await asyncio.gather(*self._running, return_exceptions=True)
         while self._queue:
             self._fail(self._queue.popleft(), BatcherStoppedError(f"{self.name}: stopped before this request ran"))
+        if self._preparing_threads is not None:
+            self._preparing_threads.fail_waiting()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def flush(self) -> None:
@@ -142,26 +152,25 @@ class Batcher(Generic[T, R]):
 
     @property
     def in_flight(self) -> int:
-        return len(self._running)
+        """Batches running (on the preparing threads: threads holding a slot)."""
+        threads = self._preparing_threads
+        return len(self._running) if threads is None else threads.running
 
     # -- submission ------------------------------------------------------------------------------
 
-    async def submit(self, prepare: Callable[[], T], *, timeout_s: float | None = None,
-                     may_run_alone: bool = True) -> Completed[R]:
+    async def submit(self, prepare: Callable[[], T], *, timeout_s: float | None = None) -> Completed[R]:
         """Admit, prepare and batch one item and wait for its result. ``timeout_s`` (default: the
-        config's) bounds the time from now until its batch starts, not the batch's own run time.
-        ``may_run_alone=False`` keeps an expensive ``prepare`` off the handler's worker thread."""
+        config's) bounds the time from now until its batch starts, not the batch's own run time."""
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         self._admit(timeout)
-        submitted = self._clock()
+        deadline = None if timeout is None else self._clock() + timeout
         self._admitted += 1
         self._report_load()
         try:
-            handler = self._lone_handler() if may_run_alone else None
-            if handler is not None:
-                return await self._run_alone(prepare, handler)
+            if self._preparing_threads is not None:
+                return await self._preparing_threads.submit(prepare, deadline)
             value, prepare_s = await self._prepare(prepare)
-            return await self._enqueue(value, prepare_s, None if timeout is None else submitted + timeout)
+            return await self._enqueue(value, prepare_s, deadline)
         finally:
             self._admitted -= 1
             self._report_load()
@@ -175,7 +184,7 @@ class Batcher(Generic[T, R]):
             raise DeadlineExceededError(f"{self.name}: the request's deadline passed before it was admitted")
         backlog_s = self._admitted * self._recent_item_s / self.config.max_in_flight
         # A free slot with room in the next batch starts about now, whatever the recent rate says.
-        starts_now = len(self._running) < self.config.max_in_flight and self._admitted < self.config.max_batch_size
+        starts_now = self.in_flight < self.config.max_in_flight and self._admitted < self.config.max_batch_size
         expected_wait_s = 0.0 if starts_now else backlog_s
         if self._admitted >= self.config.capacity or (
                 timeout_s is not None and expected_wait_s > SHED_HEADROOM * timeout_s):
@@ -207,48 +216,6 @@ class Batcher(Generic[T, R]):
                 timer.cancel()
             if not item.future.done():
                 item.future.cancel()
-
-    # -- the lone path -----------------------------------------------------------------------------
-
-    def _lone_handler(self) -> SyncHandler[T, R] | None:
-        """The handler to run an item alone with, when the batcher is idle and configured for it."""
-        idle = not self._live_queue() and not self._running and not self._slots.locked()
-        alone = self.config.run_alone_when_idle and self.config.max_delay_s == 0 and idle
-        return self._sync_handler if alone else None
-
-    async def _run_alone(self, prepare: Callable[[], T], handler: SyncHandler[T, R]) -> Completed[R]:
-        """Prepare and run as a batch of one in one worker call. The slot is held until the thread is
-        done even if the caller is cancelled (the task is shielded), so ``max_in_flight`` holds."""
-        await self._slots.acquire()  # free (checked by _lone_handler), so this does not suspend
-        task = asyncio.get_running_loop().create_task(self._alone_in_worker(prepare, handler),
-                                                      name=f"{self.name}-alone")
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-        return await asyncio.shield(task)
-
-    async def _alone_in_worker(self, prepare: Callable[[], T], handler: SyncHandler[T, R]) -> Completed[R]:
-        clock = self._clock
-
-        def work() -> tuple[R | BaseException, float, float]:
-            value, prepare_s = _timed(prepare, clock)
-            started = clock()
-            results = handler([value])
-            if len(results) != 1:
-                raise BatcherError(f"{self.name}: handler returned {len(results)} results for 1 input")
-            return results[0], prepare_s, clock() - started
-
-        try:
-            result, prepare_s, run_s = await asyncio.get_running_loop().run_in_executor(self._executor, work)
-        except asyncio.CancelledError:
-            # Only stop() cancels this task (its caller is shielded from it): answer like a queued item.
-            raise BatcherStoppedError(f"{self.name}: stopped while this request ran") from None
-        finally:
-            self._slots.release()
-            self._arrived.set()  # items that queued meanwhile go out now
-        self._after_batch(1, run_s)
-        if isinstance(result, BaseException):
-            raise result
-        return Completed(result, prepare_s, 0.0, run_s, 1)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -314,14 +281,7 @@ class Batcher(Generic[T, R]):
             self._slots.release()
         run_s = self._clock() - started
         self._after_batch(len(batch), run_s)
-        for item, result in zip(batch, results, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(
-                    Completed(result, item.prepare_s, started - item.enqueued_at, run_s, len(batch)))
+        settle(batch, results, started, run_s)
 
     async def _in_worker(self, handler: SyncHandler[T, R], values: list[T]) -> Sequence[R | BaseException]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, handler, values)
@@ -353,7 +313,8 @@ class Batcher(Generic[T, R]):
             self._report_load()
 
     def _live_queue(self) -> int:
-        return sum(1 for item in self._queue if not item.future.done())
+        threads = self._preparing_threads
+        return sum(1 for item in self._queue if not item.future.done()) + (0 if threads is None else threads.queued)
 
     def _report_load(self) -> None:
         if self._hooks.on_load is not None:

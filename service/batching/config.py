@@ -27,8 +27,9 @@ class BatcherConfig:
     max_in_flight: int = 1
     timeout_s: float | None = None
     """Default per-item deadline, from submission to the start of its batch."""
-    run_alone_when_idle: bool = False
-    """Prepare and run an item that finds the batcher idle in one worker call (see the module doc)."""
+    run_on_preparing_threads: bool = False
+    """With a plain-function handler and no delay, run batches on the threads that prepare the items
+    (``service/batching/preparing_threads.py``)."""
 
     def __post_init__(self) -> None:
         for name, low in (("max_batch_size", 1), ("max_delay_s", 0), ("max_queue_size", 1), ("max_in_flight", 1)):

@@ -4,6 +4,7 @@ in-process."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 
@@ -92,50 +93,73 @@ def test_concurrent_images_share_batches_and_match_single_image_results(tmp_path
         assert b.row["color"].confidence == pytest.approx(a.row["color"].confidence, abs=1e-5)
 
 
-def test_an_idle_model_preprocesses_and_runs_a_lone_image_in_one_worker_call(tmp_path):
+def test_batches_run_on_the_threads_that_preprocess_and_answer_as_alone(tmp_path):
     build_repository(tmp_path, slugs=("men_tshirts",))
-    loader = predictor(tmp_path)
-    image = np.random.default_rng(0).standard_normal((3, 32, 32)).astype(np.float32)
-    threads: list[str] = []
+    loader = predictor(tmp_path, preprocess_threads=2)
+    images = [np.random.default_rng(i).standard_normal((3, 32, 32)).astype(np.float32) for i in range(4)]
+    prepared: list[str] = []
+    ran: list[str] = []
 
-    def prepare() -> np.ndarray:
-        threads.append(threading.current_thread().name)
-        return image
+    def preparing(image: np.ndarray):
+        def prepare() -> np.ndarray:
+            prepared.append(threading.current_thread().name)
+            return image
+        return prepare
 
     async def run() -> tuple:
         await loader.start()
         try:
             served = loader.ready_model("men_tshirts")
-            alone = await served.infer(prepare, None, cheap=True)
-            busy = served.batcher.submit(pixels(image))  # takes the slot and the lone path
-            queued = asyncio.ensure_future(served.infer(prepare, None, cheap=True))  # busy: preprocess pool
-            await busy
-            return alone, await queued
+            model_run = served.runtime.run
+
+            def recording(batch, admitted):
+                ran.append(threading.current_thread().name)
+                return model_run(batch, admitted)
+
+            served.runtime = dataclasses.replace(served.runtime, run=recording)
+            alone = await served.infer(preparing(images[0]), None)
+            lone_threads = (list(prepared), list(ran))
+            together = await asyncio.gather(*(served.infer(preparing(x), None) for x in images))
+            return alone, lone_threads, together
         finally:
             await loader.stop(1.0)
 
-    alone, queued = asyncio.run(run())
-    assert alone.batch_size == 1 and alone.queue_wait_s == 0.0
-    assert threads[0].startswith("men_tshirts") and threads[1].startswith("preprocess")
+    alone, (lone_prepared, lone_ran), together = asyncio.run(run())
+    # The lone image: preprocessed and run in one call on one preprocessing thread.
+    assert alone.batch_size == 1 and alone.queue_wait_s < 0.5
+    assert lone_prepared == lone_ran and lone_ran[0].startswith("preprocess")
+    assert all(name.startswith("preprocess") for name in ran)
     assert {k: (p.value, round(p.confidence, 6)) for k, p in alone.row.items()} == {
-        k: (p.value, round(p.confidence, 6)) for k, p in queued.row.items()}
+        k: (p.value, round(p.confidence, 6)) for k, p in together[0].row.items()}
 
 
 @pytest.mark.parametrize(
-    ("provider", "setting", "alone"),
-    [("CPUExecutionProvider", None, True), ("CUDAExecutionProvider", None, False),
-     ("TensorrtExecutionProvider", None, False), ("CUDAExecutionProvider", True, True),
-     ("CPUExecutionProvider", False, False)],
+    ("provider", "holds_model", "setting", "on_threads"),
+    [("CPUExecutionProvider", True, None, True), ("CPUExecutionProvider", False, None, False),
+     ("CUDAExecutionProvider", True, None, False), ("TensorrtExecutionProvider", True, None, False),
+     ("CUDAExecutionProvider", True, True, True), ("CPUExecutionProvider", True, False, False)],
 )
-def test_lone_path_is_on_for_cpu_models_unless_set(tmp_path, provider, setting, alone):
+def test_batches_run_on_preprocessing_threads_for_models_run_here_on_the_cpu_unless_set(
+        tmp_path, provider, holds_model, setting, on_threads):
     folder = write_version(tmp_path, "men_tshirts")
-    settings = Settings(repository=tmp_path, preprocess_alone_when_idle=setting)
-    assert batcher_config(settings, load_manifest(folder), provider).run_alone_when_idle is alone
+    settings = Settings(repository=tmp_path, batches_on_preprocess_threads=setting)
+    config = batcher_config(settings, load_manifest(folder), provider, holds_model)
+    assert config.run_on_preparing_threads is on_threads
 
 
-def test_the_renamed_lone_path_variable_is_refused_naming_the_new_one(tmp_path, monkeypatch):
-    monkeypatch.setenv("CATALOG_SERVICE_DECODE_ALONE_WHEN_IDLE", "false")
-    with pytest.raises(ValueError, match="renamed to CATALOG_SERVICE_PREPROCESS_ALONE_WHEN_IDLE"):
+def test_more_batches_in_flight_than_preprocessing_threads_to_run_them_is_refused(tmp_path):
+    folder = write_version(tmp_path, "men_tshirts")
+    settings = Settings(repository=tmp_path, max_batches_in_flight=3, preprocess_threads=2, session_threads=1)
+    with pytest.raises(ModelLoadError, match="max_batches_in_flight=3 cannot apply: batches run on the 2 "):
+        batcher_config(settings, load_manifest(folder), "CPUExecutionProvider")
+    apart = settings.model_copy(update={"batches_on_preprocess_threads": False})
+    assert batcher_config(apart, load_manifest(folder), "CPUExecutionProvider").max_in_flight == 3
+
+
+@pytest.mark.parametrize("old", ["DECODE_ALONE_WHEN_IDLE", "PREPROCESS_ALONE_WHEN_IDLE"])
+def test_the_renamed_variables_are_refused_naming_the_new_one(tmp_path, monkeypatch, old):
+    monkeypatch.setenv(f"CATALOG_SERVICE_{old}", "false")
+    with pytest.raises(ValueError, match="renamed to CATALOG_SERVICE_BATCHES_ON_PREPROCESS_THREADS"):
         Settings(repository=tmp_path)
 
 

@@ -93,8 +93,7 @@ class FakeModel:
     info: ModelInfo
     predictor: FakePredictor
 
-    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None, *,
-                    cheap: bool = False) -> Inference:
+    async def infer(self, preprocess: Callable[[], np.ndarray], timeout_s: float | None) -> Inference:
         return self.predictor.answer(self.info, preprocess)
 
 
