@@ -178,8 +178,11 @@ class Slot:
             connection.close()
             raise InferenceUnavailableError(UNAVAILABLE) from error
         if isinstance(reply, Failure):
+            # The batch never ran, and a restarted inference process may accept the slot: 503, not 500.
             connection.close()
-            raise RuntimeError(reply.message)
+            log.error("%s: the inference process refused this worker's slot: %s", self.slug, reply.message)
+            raise InferenceUnavailableError(f"the inference process refused this worker's slot for {self.slug}: "
+                                            f"{reply.message}")
         self._connection, self._generation = connection, generation
         return connection
 

@@ -117,6 +117,19 @@ def test_an_inference_process_that_vanishes_fails_the_batch_with_503_and_the_lin
     link.stop()
 
 
+def test_a_slot_the_inference_process_refuses_fails_the_batch_with_503_naming_the_reason(tmp_path):
+    model = MeanModel()
+    with inference_server(tmp_path, model) as (address, _):
+        bigger = RemoteModel(1, "fake", "fp32", MAX_BATCH + 1, SHAPE)  # what a front end thinks it may send
+        link, model_slots = slots(address, capacity=MAX_BATCH + 1, model=bigger)
+        with pytest.raises(InferenceUnavailableError,
+                           match=f"refused this worker's slot for men_tshirts: .*a slot of {MAX_BATCH + 1} images"):
+            model_slots.run([filled(1)], 1)
+        model_slots.close()
+        link.stop()
+    assert model.sizes == []
+
+
 def test_a_restarted_inference_process_with_another_version_is_refused_naming_the_fix(tmp_path):
     with inference_server(tmp_path, MeanModel()) as (address, _):
         link, model_slots = slots(address, model=RemoteModel(2, "fake", "fp32", MAX_BATCH, SHAPE))
