@@ -7,7 +7,7 @@ once and hears back once per batch, so nothing crosses back to the loop between 
 and no more threads work at once than the executor has. Measured on two cores (BENCHMARKS.md, "Batches on
 the preprocessing threads"): against preprocessing in a pool and running batches on their own threads,
 ConvNeXt-tiny does 1.12x the images per second with 11 % less CPU per image (two threads alternating
-between reading and running, instead of four competing for two cores), and the demo model 1.04x.
+between reading and running, instead of four competing for two cores); the demo model is level.
 
 A lone item (nothing queued or running) is prepared and run in one thread call: one thread hop, which is
 most of what a request pays at low load on a host whose idle cores wake slowly.
