@@ -106,7 +106,9 @@ class Settings(BaseSettings):
     (``service/session_layout.py``, measured there); on other providers a session gets the budget."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
     """Threads that preprocess uploads (decode the file, resize, normalise), per worker process; 0 uses each
-    worker's share of the container's CPU budget (divided by ``workers``, rounded down, at least 1)."""
+    worker's share of the container's CPU budget (divided by ``workers``, rounded down, at least 1). With
+    ``batches_on_preprocess_threads`` (the CPU default) they run the models' batches too, so they bound the
+    threads at work."""
     batches_on_preprocess_threads: bool | None = None
     """With ``max_queue_delay_s`` 0, batches run on the threads that preprocess the uploads: a thread that has
     preprocessed an upload runs it, with whatever else is queued, when fewer than ``max_batches_in_flight``
