@@ -26,7 +26,8 @@ model and listens (on a Unix socket in a private temporary folder); SIGTERM drai
 stops it once they have all exited. An inference process that fails to start stops the service with its
 exit code; one that dies while serving is logged as an error and restarted, and meanwhile the front ends
 answer 503 (``inference_unavailable``) and report not ready, never a wrong answer (their connections to it
-close, so every batch it held fails at once); a front end that dies meanwhile is replaced once it serves.
+close, so every batch it held fails at once); a front end that dies meanwhile, or fails to start because
+the inference process it was started against died, is started again once a new one serves.
 A front end that dies without exit code 0 leaves its shared-memory slots behind: the parent unlinks them.
 """
 
@@ -121,6 +122,8 @@ class Worker:
     process: BaseProcess
     started: Connection
     serving: bool = False
+    inference: InferenceChild | None = None
+    """With ``SHARED_INFERENCE``: the inference process that served when it was started."""
 
 
 @dataclass
@@ -184,7 +187,7 @@ class Supervisor:
         process.start()
         send.close()  # the parent keeps only its end: EOF once the worker is gone
         log.info("worker %d started (pid %d)", index, process.pid)
-        return Worker(index, process, receive)
+        return Worker(index, process, receive, inference=self.inference)
 
     def _wait_once(self) -> None:
         waiting_start = [w.started for w in self.workers if not w.serving]
@@ -295,20 +298,30 @@ class Supervisor:
                 log.error("worker %d (pid %d) ended its drain with %s", worker.index, pid, describe(code))
                 self.exit_code = 1
             return
-        if not worker.serving:
+        if not worker.serving and self._inference_serving(worker.inference):
             log.error("worker %d (pid %d) failed to start (%s): stopping the others", worker.index, pid,
                       describe(code))
             self.exit_code = code if code in (1, 2) else 1
             self._forward(signal.SIGTERM)
             return
-        log.error("worker %d (pid %d) died while serving (%s): starting a replacement", worker.index, pid,
-                  describe(code))
-        inference = self.inference
-        if self.address is not None and not (inference and inference.serving and inference.process.exitcode is None):
+        if worker.serving:
+            log.error("worker %d (pid %d) died while serving (%s): starting a replacement", worker.index, pid,
+                      describe(code))
+        else:  # it started against an inference process that died meanwhile: not its own failure
+            log.warning("worker %d (pid %d) could not start while the inference process was down (%s): starting it "
+                        "again once one serves", worker.index, pid, describe(code))
+        if self.address is not None and not self._inference_serving(self.inference):
             # A front end cannot start without it: started now, it would fail and stop the service.
             self.replacements.append(worker.index)
             return
         self.workers.append(self._spawn(worker.index))
+
+    def _inference_serving(self, inference: InferenceChild | None) -> bool:
+        """Whether ``inference`` is the inference process serving now (always true without one)."""
+        if self.address is None:
+            return True
+        return inference is not None and inference is self.inference and inference.serving \
+            and inference.process.exitcode is None
 
 
 def supervise(settings: Settings, log_level: str) -> int:

@@ -28,6 +28,7 @@ from tests.live_server import Server, running, start, stop
 from tests.service.fakes import image_bytes
 
 SHARED = {"CATALOG_SERVICE_WORKERS": "2", "CATALOG_SERVICE_SHARED_INFERENCE": "true"}
+STARTED = re.compile(r"worker \d+ started \(pid (\d+)\)")
 INFERENCE_SERVING = re.compile(r"inference process serving \(pid (\d+)\)")
 COLORS = [(i * 40, 255 - i * 30, 9) for i in range(6)]
 
@@ -149,6 +150,35 @@ def test_a_front_end_that_dies_with_the_inference_process_is_replaced_once_it_is
                                   server)
         assert len(inference_pids(server)) == 2 and "failed to start" not in server.output()
         for (connection,) in connections_on_each_worker(server, [replacement, pids[1]], per_worker=1).values():
+            wait_for(lambda: request(connection, "GET", "/v2/health/ready")[0] == 200,  # noqa: B023
+                     "the front end ready", server)
+            assert request(connection, "POST", "/predict?category=sarees", image_bytes())[0] == 200
+
+
+def test_a_replacement_front_end_that_finds_the_inference_process_gone_is_started_again_not_fatal(
+        repository, tmp_path):
+    with shared(repository, tmp_path) as (server, pids):
+        (first,) = inference_pids(server)
+        known = {*pids, first}
+        os.kill(pids[0], signal.SIGKILL)
+        # The replacement is held before it can connect, the inference process dies, and the parent is held
+        # until the replacement has failed: it then sees a front end that never served, which alone would
+        # stop the service.
+        (replacement,) = wait_for(lambda: [p for p in map(int, STARTED.findall(server.output())) if p not in known],
+                                  "a replacement front end", server)
+        os.kill(replacement, signal.SIGSTOP)
+        server.process.send_signal(signal.SIGSTOP)
+        os.kill(first, signal.SIGKILL)
+        os.kill(replacement, signal.SIGCONT)
+        wait_for(lambda: psutil.Process(replacement).status() == psutil.STATUS_ZOMBIE,  # exited, not yet reaped
+                 "the replacement to fail", server)
+        server.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: len(inference_pids(server)) == 2, "a new inference process", server)
+        (serving,) = wait_for(lambda: [p for p in serving_pids(server) if p not in known], "a new front end",
+                              server)
+        assert serving != replacement and "stopping the others" not in server.output()
+        assert f"(pid {replacement}) could not start while the inference process was down" in server.output()
+        for (connection,) in connections_on_each_worker(server, [serving, pids[1]], per_worker=1).values():
             wait_for(lambda: request(connection, "GET", "/v2/health/ready")[0] == 200,  # noqa: B023
                      "the front end ready", server)
             assert request(connection, "POST", "/predict?category=sarees", image_bytes())[0] == 200
