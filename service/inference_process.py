@@ -9,6 +9,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 from dataclasses import dataclass
@@ -88,15 +90,30 @@ def accept(listener: Listener, server: InferenceServer, authkey: bytes) -> None:
         threading.Thread(target=admit, args=(connection, server, authkey), name="front-end", daemon=True).start()
 
 
+HANDSHAKE_TIMEOUT_S = 10.0
+"""A peer that has not finished the key handshake by then is dropped, with the thread that waited for it."""
+
+
 def admit(connection: Connection, server: InferenceServer, authkey: bytes) -> None:
     try:  # what a keyed Listener does in accept()
+        receive_timeout(connection, HANDSHAKE_TIMEOUT_S)
         deliver_challenge(connection, authkey)
         answer_challenge(connection, authkey)
-    except (AuthenticationError, OSError, EOFError) as error:
+        receive_timeout(connection, 0.0)  # a front end's next call may come after any pause
+    except (AuthenticationError, OSError, EOFError) as error:  # a timeout is an OSError (EAGAIN)
         log.warning("refused a connection that failed the key handshake: %r", error)
         connection.close()
         return
     server.serve(connection)
+
+
+def receive_timeout(connection: Connection, seconds: float) -> None:
+    """``SO_RCVTIMEO`` on the connection's socket (0: wait for ever). Set through a copy of its descriptor:
+    the option belongs to the socket, and closing the copy leaves the connection open."""
+    with socket.socket(fileno=os.dup(connection.fileno())) as copy:
+        whole = int(seconds)
+        copy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole,
+                                                                          int((seconds - whole) * 1e6)))
 
 
 def describe(predictor: RepositoryPredictor) -> tuple[dict[str, Served], Hello]:

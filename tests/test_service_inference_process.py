@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from service import inference_process
 from service.inference_process import describe
-from service.inference_protocol import Hello, InferenceAddress
+from service.inference_protocol import Attach, Failure, Hello, InferenceAddress
 from tests.service.fakes import FakePredictor
 from tests.service.inference import MeanModel, inference_server
 
@@ -63,6 +64,22 @@ def test_a_peer_that_stalls_in_the_handshake_does_not_hold_up_the_others(tmp_pat
     with inference_server(tmp_path, MeanModel()) as (address, _), socket.socket(socket.AF_UNIX) as silent:
         silent.connect(address.path)  # and never answers the challenge
         assert hello_within(address, 10)
+
+
+def test_a_peer_that_stalls_in_the_handshake_is_dropped_after_the_handshake_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(inference_process, "HANDSHAKE_TIMEOUT_S", 0.2)
+    with inference_server(tmp_path, MeanModel()) as (address, _), socket.socket(socket.AF_UNIX) as silent:
+        silent.connect(address.path)  # and never answers the challenge
+        silent.settimeout(10)
+        received = b""
+        while chunk := silent.recv(4096):  # the challenge, then the end: the server closed it
+            received += chunk
+        assert received  # it was sent the challenge
+        with Client(address.path, family="AF_UNIX", authkey=address.authkey) as keyed:
+            assert isinstance(keyed.recv(), Hello)
+            assert not keyed.poll(0.5)  # a pause longer than the handshake timeout, then a message
+            keyed.send(Attach("kurtis", "nowhere", 1))
+            assert isinstance(keyed.recv(), Failure)  # answered: the timeout ended with the handshake
 
 
 def test_a_peer_without_the_key_is_refused_and_the_others_still_get_in(tmp_path):
