@@ -65,14 +65,16 @@ def discover(repository: Path) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and list_versions(repository, p.name))
 
 
-def batcher_config(settings: Settings, manifest: Manifest, provider: str, holds_model: bool = True) -> BatcherConfig:
+def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> BatcherConfig:
     batch_dim = manifest.input.shape[0] if manifest.input.shape else None
     max_batch = settings.max_batch_size
     if isinstance(batch_dim, int):  # a model exported with a fixed batch size caps ours
         max_batch = min(max_batch, batch_dim)
     on_threads = settings.batches_on_preprocess_threads
     if on_threads is None:
-        on_threads = provider in CPU_PROVIDERS and holds_model
+        # Not with shared_inference: a front end's batch is a wait on the inference process, and the
+        # inference process runs the front ends' batches on its own threads, never through its batchers.
+        on_threads = provider in CPU_PROVIDERS and not settings.shared_inference
     in_flight = batches_in_flight(settings, provider)
     threads = settings.resolved_preprocess_threads
     if on_threads and settings.max_batches_in_flight and in_flight > threads and not settings.max_queue_delay_s:
@@ -195,7 +197,7 @@ class RepositoryPredictor:
             versions=tuple(list_versions(settings.repository, slug)),
             ood_threshold=manifest.ood.threshold if manifest.ood else None, device_decode=runtime.device_decode,
         )
-        batching = batcher_config(settings, manifest, info.provider, runtime.holds_model)
+        batching = batcher_config(settings, manifest, info.provider)
         model = ModelRunner(info, manifest, runtime, settings.top_k, batching, self._hooks(slug), self._preprocess_pool)
         if settings.warmup:
             try:

@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     and run in one thread call. No hop through the event loop between preprocessing and the model, and no
     more threads at work than ``preprocess_threads`` (``service/batching/preparing_threads.py``, measured
     there). Unset, it is on for models this process runs on the CPU, and off on a GPU (the model should not
-    wait while its threads read images) and in ``shared_inference`` front ends (a batch there is a wait on
-    the inference process, not work)."""
+    wait while its threads read images) and with ``shared_inference`` (a front end's batch is a wait on the
+    inference process, not work, and the inference process runs the front ends' batches on threads of its own)."""
     spin_when_idle: bool | None = None
     """Whether the lone session's intra-op threads spin during a call and stop when it returns (ONNX Runtime's
     ``session.force_spinning_stop``). A batch that is all its model has to do (a lone request at low load)
