@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     container's CPU budget (its cgroup quota, else the cores available, divided by ``workers`` and rounded
     down; at least 1, at most 8; with ``shared_inference`` the one inference process takes the whole
     budget): on the CPU provider, batches under load then run on one thread each, as many at once as the
-    budget has cores, and a lone batch may run on a session with the whole budget
-    (``service/session_layout.py``, measured there); on other providers a session gets the budget."""
+    budget has cores (or as ``preprocess_threads``, when fewer and batches run on them: the cores are split
+    among those), and a lone batch may run on a session with the whole budget (``service/session_layout.py``,
+    measured there); on other providers a session gets the budget."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
     """Threads that preprocess uploads (decode the file, resize, normalise), per worker process; 0 uses each
     worker's share of the container's CPU budget (divided by ``workers``, rounded down, at least 1)."""
