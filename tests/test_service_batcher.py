@@ -365,6 +365,38 @@ async def test_a_wrong_number_of_results_fails_the_batch():
     pool.shutdown()
 
 
+class Fatal(BaseException):
+    """Not an Exception (as SystemExit or a test framework's failure is not)."""
+
+
+async def test_a_base_exception_in_prepare_or_the_handler_reaches_its_callers_and_the_queue_still_runs():
+    gate = Gate(hold=True)
+
+    def handler(items: list[int]) -> list[int]:
+        if 13 in items:
+            gate(items)  # held while another item queues behind it
+            raise Fatal("handler")
+        return [x * 10 for x in items]
+
+    def fatal() -> int:
+        raise Fatal("prepare")
+
+    batcher, pool = on_threads(handler, max_in_flight=1)
+    with pytest.raises(Fatal, match="prepare"):
+        await asyncio.wait_for(batcher.submit(fatal), 10)  # a hang guard, not a synchronisation
+    failing = asyncio.ensure_future(batcher.submit(item(13)))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    behind = asyncio.ensure_future(batcher.submit(item(4)))
+    await until(lambda: batcher.queue_depth == 1)
+    gate.release.set()
+    with pytest.raises(Fatal, match="handler"):
+        await asyncio.wait_for(failing, 10)
+    assert (await asyncio.wait_for(behind, 10)).value == 40  # the thread went on with what queued
+    assert batcher.admitted == 0 and batcher.in_flight == 0
+    await batcher.stop()
+    pool.shutdown()
+
+
 async def test_a_cancelled_caller_is_left_out_and_a_running_batch_keeps_its_slot_until_done():
     gate = Gate(hold=True)
     batcher, pool = on_threads(gate, max_batch_size=8)

@@ -104,7 +104,7 @@ class PreparingThreads(Generic[T, R]):
         started = self._clock()
         try:
             item.value = prepare()
-        except Exception as error:
+        except BaseException as error:  # any error: its caller waits on this item, and only a thread answers
             _call_on(loop, _fail, item, error)
             return
         item.enqueued_at = self._clock()
@@ -145,7 +145,7 @@ class PreparingThreads(Generic[T, R]):
             results = self._handler([item.value for item in batch])  # type: ignore[misc]
             if len(results) != len(batch):
                 raise BatcherError(f"{self._name}: handler returned {len(results)} results for {len(batch)} inputs")
-        except Exception as error:  # a failing batch fails only its own items
+        except BaseException as error:  # a failing batch fails only its own items; this thread runs on
             results = [error] * len(batch)
         _call_on(loop, self._deliver, batch, results, started, self._clock() - started)
 
