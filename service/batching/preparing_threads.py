@@ -67,7 +67,10 @@ class PreparingThreads(Generic[T, R]):
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Items queued for a batch; a cancelled or expired one stays in the queue until a thread drops it,
+        and does not count."""
+        # A copy in one C call (threads change the queue), without the lock the threads wait on.
+        return sum(1 for item in tuple(self._queue) if not item.future.done())
 
     async def submit(self, prepare: Callable[[], T], deadline: float | None) -> Completed[R]:
         """Prepare and run one item; ``deadline`` (on the clock) bounds the time until its batch starts."""
