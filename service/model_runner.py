@@ -23,7 +23,7 @@ from service.batching import Batcher, BatcherConfig, BatcherHooks
 from service.errors import InferenceError, InferenceUnavailableError, ModelLoadError
 from service.metrics import ServiceMetrics
 from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
-from service.session_layout import batches_in_flight
+from service.session_layout import batches_in_flight, on_preprocess_threads
 from service.settings import Settings
 
 log = logging.getLogger("service.model_runner")
@@ -33,8 +33,6 @@ Outputs = tuple[dict[str, np.ndarray], np.ndarray | None]
 detector)."""
 Prepared = tuple[Any, dict[int, BaseException]]
 """A batch ready for ``Runtime.run`` (an array or a device tensor), and the errors of the images left out."""
-CPU_PROVIDERS = ("CPUExecutionProvider", "torch-cpu")
-"""Providers that run the model on the CPU cores preprocessing also uses."""
 
 
 @dataclass(frozen=True)
@@ -65,17 +63,15 @@ def discover(repository: Path) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and list_versions(repository, p.name))
 
 
-def batcher_config(settings: Settings, manifest: Manifest, provider: str, holds_model: bool = True) -> BatcherConfig:
+def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> BatcherConfig:
     batch_dim = manifest.input.shape[0] if manifest.input.shape else None
     max_batch = settings.max_batch_size
     if isinstance(batch_dim, int):  # a model exported with a fixed batch size caps ours
         max_batch = min(max_batch, batch_dim)
-    on_threads = settings.batches_on_preprocess_threads
-    if on_threads is None:
-        on_threads = provider in CPU_PROVIDERS and holds_model
+    on_threads = on_preprocess_threads(settings, provider)
     in_flight = batches_in_flight(settings, provider)
     threads = settings.resolved_preprocess_threads
-    if on_threads and settings.max_batches_in_flight and in_flight > threads and not settings.max_queue_delay_s:
+    if on_threads and in_flight > threads:  # only a set max_batches_in_flight can be
         raise ModelLoadError(
             f"max_batches_in_flight={in_flight} cannot apply: batches run on the {threads} preprocessing thread(s) "
             "(batches_on_preprocess_threads); raise PREPROCESS_THREADS, lower MAX_BATCHES_IN_FLIGHT, or set "
@@ -195,7 +191,7 @@ class RepositoryPredictor:
             versions=tuple(list_versions(settings.repository, slug)),
             ood_threshold=manifest.ood.threshold if manifest.ood else None, device_decode=runtime.device_decode,
         )
-        batching = batcher_config(settings, manifest, info.provider, runtime.holds_model)
+        batching = batcher_config(settings, manifest, info.provider)
         model = ModelRunner(info, manifest, runtime, settings.top_k, batching, self._hooks(slug), self._preprocess_pool)
         if settings.warmup:
             try:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from service.settings import ENV_PREFIX, Settings
 
 CPU_PROVIDER = "CPUExecutionProvider"
+CPU_PROVIDERS = (CPU_PROVIDER, "torch-cpu")
+"""Providers that run the model on the CPU cores preprocessing also uses."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ def session_layout(settings: Settings, provider: str) -> SessionLayout:
                              f"on the device would gain nothing; unset {ENV_PREFIX}SPIN_WHEN_IDLE")
         return SessionLayout(budget, settings.max_batches_in_flight or 1, None, False)
     split = settings.session_threads == 0  # the budget is shared out among the batches in flight
-    in_flight = settings.max_batches_in_flight or (budget if split else 1)
+    # Batches on the preprocessing threads: no more run at once than there are threads to run them.
+    cores = min(budget, settings.resolved_preprocess_threads) if on_preprocess_threads(settings, provider) else budget
+    in_flight = settings.max_batches_in_flight or (cores if split else 1)
     # A set batch count below the cores splits them, or load would leave cores idle.
     shared = max(1, budget // in_flight) if split else budget
     spins = budget > 1 if settings.spin_when_idle is None else settings.spin_when_idle
@@ -67,3 +71,15 @@ def session_layout(settings: Settings, provider: str) -> SessionLayout:
 def batches_in_flight(settings: Settings, provider: str) -> int:
     """How many batches of one model the batcher runs at once (``session_layout``'s, for any backend)."""
     return session_layout(settings, provider).batches_in_flight
+
+
+def on_preprocess_threads(settings: Settings, provider: str) -> bool:
+    """Whether a model's batches run on the threads that preprocess its uploads
+    (``service/batching/preparing_threads.py``): as ``batches_on_preprocess_threads`` says, else for models
+    this process runs on the CPU; never with a batching delay. Off by default with ``shared_inference``: a
+    front end's batch is a wait on the inference process, and the inference process runs the front ends'
+    batches on threads of its own, never through its batchers."""
+    on = settings.batches_on_preprocess_threads
+    if on is None:
+        on = provider in CPU_PROVIDERS and not settings.shared_inference
+    return on and not settings.max_queue_delay_s

@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     container's CPU budget (its cgroup quota, else the cores available, divided by ``workers`` and rounded
     down; at least 1, at most 8; with ``shared_inference`` the one inference process takes the whole
     budget): on the CPU provider, batches under load then run on one thread each, as many at once as the
-    budget has cores, and a lone batch may run on a session with the whole budget
-    (``service/session_layout.py``, measured there); on other providers a session gets the budget."""
+    budget has cores (or as ``preprocess_threads``, when fewer and batches run on them: the cores are split
+    among those), and a lone batch may run on a session with the whole budget (``service/session_layout.py``,
+    measured there); on other providers a session gets the budget."""
     preprocess_threads: int = Field(default=0, ge=0, le=256)
     """Threads that preprocess uploads (decode the file, resize, normalise), per worker process; 0 uses each
     worker's share of the container's CPU budget (divided by ``workers``, rounded down, at least 1). With
@@ -116,8 +117,8 @@ class Settings(BaseSettings):
     and run in one thread call. No hop through the event loop between preprocessing and the model, and no
     more threads at work than ``preprocess_threads`` (``service/batching/preparing_threads.py``, measured
     there). Unset, it is on for models this process runs on the CPU, and off on a GPU (the model should not
-    wait while its threads read images) and in ``shared_inference`` front ends (a batch there is a wait on
-    the inference process, not work)."""
+    wait while its threads read images) and with ``shared_inference`` (a front end's batch is a wait on the
+    inference process, not work, and the inference process runs the front ends' batches on threads of its own)."""
     spin_when_idle: bool | None = None
     """Whether the lone session's intra-op threads spin during a call and stop when it returns (ONNX Runtime's
     ``session.force_spinning_stop``). A batch that is all its model has to do (a lone request at low load)

@@ -4,6 +4,7 @@ rather than sleeps, after Ray Serve's test_batching.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -43,13 +44,15 @@ class Recorder:
         return [x * 10 for x in items]
 
 
-async def until(predicate, steps: int = 1000) -> None:
-    """Yield to the loop until ``predicate`` holds (no wall-clock sleeping)."""
-    for _ in range(steps):
-        if predicate():
-            return
+async def until(predicate, within_s: float = 10.0) -> None:
+    """Yield to the loop until ``predicate`` holds. Polls a condition, never sleeps for a result: the time
+    bound only turns a hang into a failure, because a condition set by a worker thread may take a few GIL
+    switch intervals (5 ms each) on a loaded host, far longer than a fixed number of loop turns."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
         await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
 
 
 def item(value):
@@ -352,7 +355,8 @@ async def test_a_failing_prepare_or_batch_fails_only_its_own_callers_and_frees_t
     with pytest.raises(RuntimeError, match="model failed"):
         await batcher.submit(item(13))
     assert (await batcher.submit(item(4))).value == 40
-    assert batcher.admitted == 0 and batcher.in_flight == 0
+    assert batcher.admitted == 0
+    await until(lambda: batcher.in_flight == 0)  # the thread gives its slot back just after it answers
     await batcher.stop()
     pool.shutdown()
 
@@ -361,6 +365,39 @@ async def test_a_wrong_number_of_results_fails_the_batch():
     batcher, pool = on_threads(lambda items: [], max_in_flight=1)
     with pytest.raises(BatcherError, match="handler returned 0 results for 1 inputs"):
         await batcher.submit(item(1))
+    await batcher.stop()
+    pool.shutdown()
+
+
+class Fatal(BaseException):
+    """Not an Exception (as SystemExit or a test framework's failure is not)."""
+
+
+async def test_a_base_exception_in_prepare_or_the_handler_reaches_its_callers_and_the_queue_still_runs():
+    gate = Gate(hold=True)
+
+    def handler(items: list[int]) -> list[int]:
+        if 13 in items:
+            gate(items)  # held while another item queues behind it
+            raise Fatal("handler")
+        return [x * 10 for x in items]
+
+    def fatal() -> int:
+        raise Fatal("prepare")
+
+    batcher, pool = on_threads(handler, max_in_flight=1)
+    with pytest.raises(Fatal, match="prepare"):
+        await asyncio.wait_for(batcher.submit(fatal), 10)  # a hang guard, not a synchronisation
+    failing = asyncio.ensure_future(batcher.submit(item(13)))
+    await asyncio.to_thread(gate.entered.wait, 10)
+    behind = asyncio.ensure_future(batcher.submit(item(4)))
+    await until(lambda: batcher.queue_depth == 1)
+    gate.release.set()
+    with pytest.raises(Fatal, match="handler"):
+        await asyncio.wait_for(failing, 10)
+    assert (await asyncio.wait_for(behind, 10)).value == 40  # the thread went on with what queued
+    assert batcher.admitted == 0
+    await until(lambda: batcher.in_flight == 0)
     await batcher.stop()
     pool.shutdown()
 
@@ -378,6 +415,7 @@ async def test_a_cancelled_caller_is_left_out_and_a_running_batch_keeps_its_slot
     with pytest.raises(asyncio.CancelledError):
         await running
     assert batcher.in_flight == 1  # its thread still runs the batch
+    assert batcher.queue_depth == 1  # the cancelled item no longer counts as queued
     gate.release.set()
     assert (await kept).value == 30
     assert gate.batches == [[1], [3]] and gate.most_active == 1
@@ -392,6 +430,7 @@ async def test_an_item_whose_deadline_passes_while_it_waits_for_a_slot_fails_and
     await asyncio.to_thread(gate.entered.wait, 10)
     with pytest.raises(DeadlineExceededError, match="did not start within its deadline"):
         await batcher.submit(item(2), timeout_s=0.01)
+    assert batcher.queue_depth == 0
     gate.release.set()
     assert (await running).value == 10 and gate.batches == [[1]]
     assert (await batcher.submit(item(5))).value == 50 and gate.batches == [[1], [5]]

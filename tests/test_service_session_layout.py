@@ -88,3 +88,13 @@ def test_a_set_batch_count_splits_the_budget_so_load_still_reaches_every_core(tm
     # One thread per batch with fewer batches than cores would leave cores idle under load.
     cores(count)
     assert layout(tmp_path, max_batches_in_flight=in_flight) == expected
+
+
+def test_batches_on_fewer_preprocessing_threads_than_cores_split_the_budget_among_as_many(tmp_path, cores):
+    # Only as many batches run at once as there are preprocessing threads to run them: sized for more, each
+    # would get one thread and the other cores would idle under load.
+    cores(8)
+    assert layout(tmp_path, preprocess_threads=2) == SessionLayout(4, 2, 8, True)
+    apart = {"preprocess_threads": 2, "batches_on_preprocess_threads": False}
+    assert layout(tmp_path, **apart) == layout(tmp_path, max_queue_delay_s=0.01, preprocess_threads=2) == \
+        SessionLayout(1, 8, 8, True)

@@ -67,7 +67,10 @@ class PreparingThreads(Generic[T, R]):
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Items queued for a batch; a cancelled or expired one stays in the queue until a thread drops it,
+        and does not count."""
+        # A copy in one C call (threads change the queue), without the lock the threads wait on.
+        return sum(1 for item in tuple(self._queue) if not item.future.done())
 
     async def submit(self, prepare: Callable[[], T], deadline: float | None) -> Completed[R]:
         """Prepare and run one item; ``deadline`` (on the clock) bounds the time until its batch starts."""
@@ -104,7 +107,7 @@ class PreparingThreads(Generic[T, R]):
         started = self._clock()
         try:
             item.value = prepare()
-        except Exception as error:
+        except BaseException as error:  # any error: its caller waits on this item, and only a thread answers
             _call_on(loop, _fail, item, error)
             return
         item.enqueued_at = self._clock()
@@ -145,7 +148,7 @@ class PreparingThreads(Generic[T, R]):
             results = self._handler([item.value for item in batch])  # type: ignore[misc]
             if len(results) != len(batch):
                 raise BatcherError(f"{self._name}: handler returned {len(results)} results for {len(batch)} inputs")
-        except Exception as error:  # a failing batch fails only its own items
+        except BaseException as error:  # a failing batch fails only its own items; this thread runs on
             results = [error] * len(batch)
         _call_on(loop, self._deliver, batch, results, started, self._clock() - started)
 

@@ -134,16 +134,17 @@ def test_batches_run_on_the_threads_that_preprocess_and_answer_as_alone(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("provider", "holds_model", "setting", "on_threads"),
-    [("CPUExecutionProvider", True, None, True), ("CPUExecutionProvider", False, None, False),
-     ("CUDAExecutionProvider", True, None, False), ("TensorrtExecutionProvider", True, None, False),
-     ("CUDAExecutionProvider", True, True, True), ("CPUExecutionProvider", True, False, False)],
+    ("provider", "shared", "setting", "on_threads"),
+    [("CPUExecutionProvider", False, None, True), ("CPUExecutionProvider", True, None, False),
+     ("CUDAExecutionProvider", False, None, False), ("TensorrtExecutionProvider", False, None, False),
+     ("CUDAExecutionProvider", False, True, True), ("CPUExecutionProvider", False, False, False)],
 )
 def test_batches_run_on_preprocessing_threads_for_models_run_here_on_the_cpu_unless_set(
-        tmp_path, provider, holds_model, setting, on_threads):
+        tmp_path, provider, shared, setting, on_threads):
     folder = write_version(tmp_path, "men_tshirts")
-    settings = Settings(repository=tmp_path, batches_on_preprocess_threads=setting)
-    config = batcher_config(settings, load_manifest(folder), provider, holds_model)
+    settings = Settings(repository=tmp_path, batches_on_preprocess_threads=setting, shared_inference=shared,
+                        workers=2 if shared else 1)
+    config = batcher_config(settings, load_manifest(folder), provider)
     assert config.run_on_preparing_threads is on_threads
 
 

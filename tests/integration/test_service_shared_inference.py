@@ -88,6 +88,16 @@ def test_front_ends_answer_as_one_worker_does_with_one_copy_of_each_model_and_co
     assert metric(text, 'catalog_model_ready{model="sarees"}') == 1
 
 
+def test_more_batches_in_flight_than_preprocessing_threads_start_and_serve_with_shared_inference(repository, tmp_path):
+    # Neither the front ends (their batches are calls to the inference process) nor the inference process (it
+    # runs the front ends' batches on its own threads) runs batches on preprocessing threads.
+    env = {"CATALOG_SERVICE_MAX_BATCHES_IN_FLIGHT": "2", "CATALOG_SERVICE_PREPROCESS_THREADS": "1"}
+    with shared(repository, tmp_path, env) as (server, _):
+        response = httpx.post(f"{server.url}/predict", params={"category": "sarees"}, content=image_bytes(),
+                              headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+
+
 def test_sigterm_drains_the_front_ends_then_the_inference_process(repository, tmp_path):
     with shared(repository, tmp_path, {"CATALOG_SERVICE_MAX_QUEUE_DELAY_S": "1.5",
                                        "CATALOG_SERVICE_MAX_BATCH_SIZE": "8"}) as (server, pids):
