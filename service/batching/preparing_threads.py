@@ -160,8 +160,12 @@ class PreparingThreads(Generic[T, R]):
         settle(batch, results, started, run_s)
 
     def _expire(self, item: _Waiting[T, R]) -> None:
-        if not item.started and not item.future.done():
-            item.future.set_exception(DeadlineExceededError(f"{self._name}: request did not start within its deadline"))
+        # Under the lock a batch takes items with: either it started (and is answered by its batch) or it is
+        # failed here and no batch takes it, never both.
+        with self._lock:
+            if not item.started and not item.future.done():
+                item.future.set_exception(
+                    DeadlineExceededError(f"{self._name}: request did not start within its deadline"))
 
 
 class Batched(Protocol[R]):
