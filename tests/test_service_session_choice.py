@@ -44,6 +44,16 @@ def test_a_batch_beside_other_admitted_images_sleeps_and_does_not_count():
     assert lone_calls(sessions, host, 2) == ["spinning", "sleeping"]  # still measuring each once
 
 
+def test_a_call_with_no_request_behind_it_neither_counts_nor_judges_a_session():
+    host = Host(sleeping=0.046, spinning=0.038)
+    sessions = Sessions("sleeping", "spinning", clock=host.clock)
+    host.cost_s["spinning"] = 0.5  # a warm-up while the host is busy starting
+    assert sessions.run(1, 0, host.call) == "spinning"
+    host.cost_s["spinning"] = 0.038
+    assert lone_calls(sessions, host, 3) == ["spinning", "sleeping", "spinning"]  # judged on requests only
+    assert sessions.prefers_lone()
+
+
 def test_lone_calls_spin_while_spinning_is_faster_and_probe_the_other_session():
     host = Host(sleeping=0.046, spinning=0.038)
     sessions = Sessions("sleeping", "spinning", clock=host.clock)
