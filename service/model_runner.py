@@ -21,6 +21,7 @@ from catalog.preprocessing import PreprocessSpec
 from catalog.taxonomy import Category, TaxonomyError, load_taxonomy
 from service.batching import Batcher, BatcherConfig, BatcherHooks
 from service.errors import InferenceError, InferenceUnavailableError, ModelLoadError
+from service.gather_choice import measured_gather
 from service.metrics import ServiceMetrics
 from service.predictor import Answer, Inference, ModelInfo, find_info, not_ready
 from service.session_layout import batches_in_flight, on_preprocess_threads
@@ -76,9 +77,15 @@ def batcher_config(settings: Settings, manifest: Manifest, provider: str) -> Bat
             f"max_batches_in_flight={in_flight} cannot apply: batches run on the {threads} preprocessing thread(s) "
             "(batches_on_preprocess_threads); raise PREPROCESS_THREADS, lower MAX_BATCHES_IN_FLIGHT, or set "
             "BATCHES_ON_PREPROCESS_THREADS=false")
+    gather = settings.gather_batch_size
+    if gather is not None and gather > 1 and not on_threads:
+        raise ModelLoadError(f"gather_batch_size={gather} cannot apply: batches do not run on the preprocessing "
+                             "threads here (a GPU, SHARED_INFERENCE, a batching delay or "
+                             "BATCHES_ON_PREPROCESS_THREADS=false); unset GATHER_BATCH_SIZE")
     return BatcherConfig(max_batch_size=max_batch, max_delay_s=settings.max_queue_delay_s,
                          max_queue_size=settings.max_queue_size, max_in_flight=in_flight,
-                         timeout_s=settings.request_timeout_s, run_on_preparing_threads=on_threads)
+                         timeout_s=settings.request_timeout_s, run_on_preparing_threads=on_threads,
+                         gather_size=min(gather or 1, max_batch))
 
 
 class ModelRunner:
@@ -192,6 +199,8 @@ class RepositoryPredictor:
             ood_threshold=manifest.ood.threshold if manifest.ood else None, device_decode=runtime.device_decode,
         )
         batching = batcher_config(settings, manifest, info.provider)
+        if batching.run_on_preparing_threads and settings.gather_batch_size is None:
+            batching.gather_size = self._measured_gather(slug, runtime, info, batching.max_batch_size)
         model = ModelRunner(info, manifest, runtime, settings.top_k, batching, self._hooks(slug), self._preprocess_pool)
         if settings.warmup:
             try:
@@ -206,6 +215,15 @@ class RepositoryPredictor:
         log.info("loaded %s v%d from %s (%s, %s%s)", slug, manifest.version, folder, info.precision, info.provider,
                  "" if runtime.holds_model else ", run by the inference process")
         return model
+
+    @staticmethod
+    def _measured_gather(slug: str, runtime: Runtime, info: ModelInfo, max_batch_size: int) -> int:
+        # admitted above the batch: the session every batch under load runs on, not a lone one's.
+        size, why = measured_gather(lambda batch: runtime.run(batch, len(batch) + 1), info.spec.input_shape,
+                                    max_batch_size)
+        log.info("%s: %s under load (%s)", slug, f"gathers up to {size} uploads per batch" if size > 1
+                 else "runs each upload as it is preprocessed", why)
+        return size
 
     def _hooks(self, slug: str) -> BatcherHooks:
         m = self._metrics

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     there). Unset, it is on for models this process runs on the CPU, and off on a GPU (the model should not
     wait while its threads read images) and with ``shared_inference`` (a front end's batch is a wait on the
     inference process, not work, and the inference process runs the front ends' batches on threads of its own)."""
+    gather_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    """With ``batches_on_preprocess_threads``: how many uploads still waiting for a thread a thread with a
+    free slot preprocesses before running them as one batch (1: none). Unset, each model is timed at load on
+    the session its batches run on, at 1 and 4 images, and gathers 4 when a batch of 4 costs at most 0.9 of
+    a lone image's call per image (``service/gather_choice.py``; the demo model gathers, ConvNeXt-tiny does
+    not). At most ``max_batch_size``."""
     spin_when_idle: bool | None = None
     """Whether the lone session's intra-op threads spin during a call and stop when it returns (ONNX Runtime's
     ``session.force_spinning_stop``). A batch that is all its model has to do (a lone request at low load)
@@ -292,6 +298,13 @@ class Settings(BaseSettings):
         stray = [name for name, is_set in chosen.items() if is_set]
         if stray:
             raise ValueError(f"{', '.join(stray)} apply only with backend 'torch' (backend is {self.backend!r})")
+        return self
+
+    @model_validator(mode="after")
+    def _gathering_fits_a_batch(self) -> Settings:
+        if self.gather_batch_size is not None and self.gather_batch_size > self.max_batch_size:
+            raise ValueError(f"gather_batch_size={self.gather_batch_size} is over max_batch_size="
+                             f"{self.max_batch_size}: a gathered batch must fit one batch")
         return self
 
     @model_validator(mode="after")

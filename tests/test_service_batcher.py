@@ -327,6 +327,27 @@ async def test_items_prepared_while_a_batch_runs_go_out_together_when_it_is_done
     pool.shutdown()
 
 
+async def test_a_thread_with_a_slot_gathers_waiting_uploads_into_one_batch():
+    import threading
+
+    gate, first_in = Gate(), threading.Event()
+    batcher, pool = on_threads(gate, threads=1, max_batch_size=8, max_in_flight=1, gather_size=3)
+
+    def held() -> int:  # the first upload is read while the others arrive
+        assert first_in.wait(10)
+        return 1
+
+    tasks = [asyncio.ensure_future(batcher.submit(held))]
+    tasks += [asyncio.ensure_future(batcher.submit(item(i))) for i in (2, 3, 4)]
+    await until(lambda: batcher.admitted == 4)
+    first_in.set()
+    assert [(await t).value for t in tasks] == [10, 20, 30, 40]
+    # One thread: the first batch gathered 3 (the one it read plus 2 waiting), the last went alone.
+    assert gate.batches == [[1, 2, 3], [4]]
+    await batcher.stop()
+    pool.shutdown()
+
+
 async def test_as_many_batches_run_at_once_as_slots_allow():
     gate = Gate(hold=True)
     batcher, pool = on_threads(gate, threads=3, max_batch_size=1, max_in_flight=2)

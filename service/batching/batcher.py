@@ -95,7 +95,7 @@ class Batcher(Generic[T, R]):
         self._preparing_threads = None if not self._on_preparing_threads() else PreparingThreads(
             cast(SyncHandler[T, R], self._sync_handler), prepare_executor or self._executor, name=name,
             max_batch_size=self.config.max_batch_size, max_in_flight=self.config.max_in_flight, clock=clock,
-            on_batch=self._after_batch)
+            on_batch=self._after_batch, gather=self.config.gather_size)
 
     def _on_preparing_threads(self) -> bool:
         return self.config.run_on_preparing_threads and self.config.max_delay_s == 0 and self._sync_handler is not None

@@ -27,12 +27,15 @@ class BatcherConfig:
     max_in_flight: int = 1
     timeout_s: float | None = None
     """Default per-item deadline, from submission to the start of its batch."""
+    gather_size: int = 1
+    """On the preparing threads: how many waiting items a thread with a slot prepares into one batch."""
     run_on_preparing_threads: bool = False
     """With a plain-function handler and no delay, run batches on the threads that prepare the items
     (``service/batching/preparing_threads.py``)."""
 
     def __post_init__(self) -> None:
-        for name, low in (("max_batch_size", 1), ("max_delay_s", 0), ("max_queue_size", 1), ("max_in_flight", 1)):
+        for name, low in (("max_batch_size", 1), ("max_delay_s", 0), ("max_queue_size", 1), ("max_in_flight", 1),
+                          ("gather_size", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
 

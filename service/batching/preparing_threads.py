@@ -11,6 +11,11 @@ between reading and running, instead of four competing for two cores); the demo 
 
 A lone item (nothing queued or running) is prepared and run in one thread call: one thread hop, which is
 most of what a request pays at low load on a host whose idle cores wake slowly.
+
+With ``gather`` > 1, a thread that has a slot first prepares uploads still waiting for a thread, until the
+batch has ``gather`` items, and runs them as one batch: on a model whose batches cost less per image
+(``service/gather_choice.py`` measures it at load) that is the raw limit's "prepare 4, run 4"; at low
+load nothing waits and a lone item still runs alone.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ class PreparingThreads(Generic[T, R]):
     batcher's: ``on_batch(size, run_s)`` runs on the event loop after every batch."""
 
     def __init__(self, handler: SyncHandler[T, R], executor: Executor, *, name: str, max_batch_size: int,
-                 max_in_flight: int, clock: Callable[[], float], on_batch: Callable[[int, float], None]) -> None:
+                 max_in_flight: int, clock: Callable[[], float], on_batch: Callable[[int, float], None],
+                 gather: int = 1) -> None:
         self._handler = handler
         self._executor = executor
         self._name = name
@@ -60,6 +66,10 @@ class PreparingThreads(Generic[T, R]):
         self._queue: deque[_Waiting[T, R]] = deque()
         self._running = 0
         self._waiting: set[_Waiting[T, R]] = set()  # every submitted item not yet answered (event loop only)
+        self._gather = gather
+        # Submitted and not yet taken by a thread, oldest first: each executor job prepares the oldest, which
+        # a gathering thread may already have taken.
+        self._unprepared: deque[tuple[_Waiting[T, R], Callable[[], T]]] = deque()
 
     @property
     def running(self) -> int:
@@ -80,7 +90,8 @@ class PreparingThreads(Generic[T, R]):
         self._waiting.add(item)
         try:
             try:
-                self._executor.submit(self._prepare_then_run, item, prepare, loop)
+                self._unprepared.append((item, prepare))
+                self._executor.submit(self._work, loop)
             except RuntimeError:  # the executor was shut down
                 raise BatcherStoppedError(f"{self._name}: stopped before this request ran") from None
             # A cancelled caller (client gone) cancels the future too; no batch takes it after that.
@@ -100,30 +111,44 @@ class PreparingThreads(Generic[T, R]):
 
     # -- on the executor's threads ---------------------------------------------------------------
 
-    def _prepare_then_run(self, item: _Waiting[T, R], prepare: Callable[[], T],
-                          loop: asyncio.AbstractEventLoop) -> None:
-        if item.future.done():  # cancelled or expired while it waited for a thread
-            return
-        started = self._clock()
-        try:
-            item.value = prepare()
-        except BaseException as error:  # any error: its caller waits on this item, and only a thread answers
-            _call_on(loop, _fail, item, error)
-            return
-        item.enqueued_at = self._clock()
-        item.prepare_s = item.enqueued_at - started
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One executor job per submitted item: prepare the oldest unprepared item, then, if a slot is free,
+        gather and run batches until nothing is queued."""
+        if not self._prepare_next(loop):
+            return  # a gathering thread took it
         with self._lock:
-            self._queue.append(item)
-            if self._running >= self._max_in_flight:
+            if self._running >= self._max_in_flight or not self._queue:
                 return  # a running thread takes it when its batch is done
             self._running += 1
         try:
+            while len(self._queue) < self._gather and self._prepare_next(loop):
+                pass
             while batch := self._take_batch():
                 self._run(batch, loop)
         except BaseException:
             with self._lock:
                 self._running -= 1
             raise
+
+    def _prepare_next(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Prepare the oldest submitted item no thread has taken, and queue it; False when there is none."""
+        try:
+            item, prepare = self._unprepared.popleft()
+        except IndexError:
+            return False
+        if item.future.done():  # cancelled or expired while it waited for a thread
+            return True
+        started = self._clock()
+        try:
+            item.value = prepare()
+        except BaseException as error:  # any error: its caller waits on this item, and only a thread answers
+            _call_on(loop, _fail, item, error)
+            return True
+        item.enqueued_at = self._clock()
+        item.prepare_s = item.enqueued_at - started
+        with self._lock:
+            self._queue.append(item)
+        return True
 
     def _take_batch(self) -> list[_Waiting[T, R]]:
         """The next batch; none when nothing is queued, and then the caller's slot is given back (under the

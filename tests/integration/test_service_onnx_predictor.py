@@ -157,6 +157,29 @@ def test_more_batches_in_flight_than_preprocessing_threads_to_run_them_is_refuse
     assert batcher_config(apart, load_manifest(folder), "CPUExecutionProvider").max_in_flight == 3
 
 
+def test_gathering_applies_only_where_batches_run_on_the_preprocessing_threads_and_fits_a_batch(tmp_path):
+    folder = write_version(tmp_path, "men_tshirts")
+    manifest = load_manifest(folder)
+    assert batcher_config(Settings(repository=tmp_path, gather_batch_size=4), manifest,
+                          "CPUExecutionProvider").gather_size == 4
+    with pytest.raises(ModelLoadError, match="gather_batch_size=4 cannot apply: batches do not run on the prep"):
+        batcher_config(Settings(repository=tmp_path, gather_batch_size=4), manifest, "CUDAExecutionProvider")
+    with pytest.raises(ValueError, match="gather_batch_size=32 is over max_batch_size=16"):
+        Settings(repository=tmp_path, gather_batch_size=32)
+
+
+def test_each_model_is_timed_at_load_to_choose_its_gathering(tmp_path, caplog):
+    build_repository(tmp_path, slugs=("men_tshirts",))
+    with caplog.at_level("INFO", logger="service.model_runner"):
+        loaded = predictor(tmp_path)
+        loaded.load()
+    assert loaded.ready_model("men_tshirts").batcher.config.gather_size in (1, 4)
+    assert any("men_tshirts:" in r.message and "one image" in r.message for r in caplog.records)
+    pinned = predictor(tmp_path, gather_batch_size=2)
+    pinned.load()
+    assert pinned.ready_model("men_tshirts").batcher.config.gather_size == 2
+
+
 @pytest.mark.parametrize("old", ["DECODE_ALONE_WHEN_IDLE", "PREPROCESS_ALONE_WHEN_IDLE"])
 def test_the_renamed_variables_are_refused_naming_the_new_one(tmp_path, monkeypatch, old):
     monkeypatch.setenv(f"CATALOG_SERVICE_{old}", "false")

@@ -1,0 +1,48 @@
+"""``service/gather_choice.py``: a model gathers uploads into batches only when a batch is measured to be
+clearly cheaper per image (a fake model charges a fake clock per call)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.gather_choice import GATHER, SLOW_S, measured_gather
+
+
+class Model:
+    """Charges the clock ``fixed_s`` per call plus ``per_image_s`` per image, and records batch sizes."""
+
+    def __init__(self, fixed_s: float, per_image_s: float) -> None:
+        self.fixed_s, self.per_image_s = fixed_s, per_image_s
+        self.now = 0.0
+        self.sizes: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def run(self, batch: np.ndarray) -> None:
+        self.sizes.append(len(batch))
+        self.now += self.fixed_s + self.per_image_s * len(batch)
+
+
+def test_a_model_whose_calls_are_mostly_fixed_cost_gathers():
+    model = Model(fixed_s=0.002, per_image_s=0.001)  # one image 3 ms; 4 at once 1.5 ms each
+    size, why = measured_gather(model.run, (3, 8, 8), max_batch_size=16, clock=model.clock)
+    assert size == GATHER and "one image 3.00 ms, 4 at once 1.50 ms each" in why
+    assert set(model.sizes) == {1, GATHER}
+
+
+def test_a_model_whose_batches_cost_as_much_per_image_runs_uploads_one_by_one():
+    model = Model(fixed_s=0.0, per_image_s=0.010)
+    assert measured_gather(model.run, (3, 8, 8), max_batch_size=16, clock=model.clock)[0] == 1
+
+
+def test_a_slow_model_is_not_probed_beyond_one_call():
+    model = Model(fixed_s=0.0, per_image_s=2 * SLOW_S)
+    size, why = measured_gather(model.run, (3, 8, 8), max_batch_size=16, clock=model.clock)
+    assert size == 1 and "not probed" in why and model.sizes == [1]
+
+
+def test_batches_capped_below_two_never_gather_and_the_batch_cap_bounds_the_size():
+    model = Model(fixed_s=0.002, per_image_s=0.001)
+    assert measured_gather(model.run, (3, 8, 8), max_batch_size=1, clock=model.clock)[0] == 1 and not model.sizes
+    assert measured_gather(model.run, (3, 8, 8), max_batch_size=3, clock=model.clock)[0] == 3
