@@ -348,6 +348,43 @@ async def test_a_thread_with_a_slot_gathers_waiting_uploads_into_one_batch():
     pool.shutdown()
 
 
+async def test_a_gathering_thread_prepares_at_most_gather_minus_one_more_uploads_however_many_fail():
+    import threading
+
+    order: list[str] = []
+    first_in = threading.Event()
+
+    def handler(items: list[int]) -> list[int]:
+        order.append(f"batch {items}")
+        return [x * 10 for x in items]
+
+    def held() -> int:
+        assert first_in.wait(10)
+        order.append("prepare 1")
+        return 1
+
+    def broken(n: int):
+        def prepare() -> int:
+            order.append(f"broken {n}")
+            raise ValueError("not an image")
+        return prepare
+
+    batcher, pool = on_threads(handler, threads=1, max_batch_size=8, max_in_flight=1, gather_size=2)
+    first = asyncio.ensure_future(batcher.submit(held))
+    failing = [asyncio.ensure_future(batcher.submit(broken(n))) for n in range(5)]
+    last = asyncio.ensure_future(batcher.submit(item(2)))
+    await until(lambda: batcher.admitted == 7)
+    first_in.set()
+    assert (await first).value == 10 and (await last).value == 20
+    for task in failing:
+        with pytest.raises(ValueError):
+            await task
+    # Uploads that fail to read do not keep a thread gathering: the first batch starts after one more read.
+    assert order[:3] == ["prepare 1", "broken 0", "batch [1]"]
+    await batcher.stop()
+    pool.shutdown()
+
+
 async def test_as_many_batches_run_at_once_as_slots_allow():
     gate = Gate(hold=True)
     batcher, pool = on_threads(gate, threads=3, max_batch_size=1, max_in_flight=2)

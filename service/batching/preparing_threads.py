@@ -121,8 +121,11 @@ class PreparingThreads(Generic[T, R]):
                 return  # a running thread takes it when its batch is done
             self._running += 1
         try:
-            while len(self._queue) < self._gather and self._prepare_next(loop):
-                pass
+            # At most gather - 1 more uploads taken, whatever they come to: uploads that fail to read (or a
+            # second slot emptying the queue) must not keep the queued items waiting on more reading.
+            for _ in range(self._gather - 1):
+                if len(self._queue) >= self._gather or not self._prepare_next(loop):
+                    break
             while batch := self._take_batch():
                 self._run(batch, loop)
         except BaseException:
