@@ -11,8 +11,8 @@ from service.gather_choice import GATHER, SLOW_S, measured_gather
 class Model:
     """Charges the clock ``fixed_s`` per call plus ``per_image_s`` per image, and records batch sizes."""
 
-    def __init__(self, fixed_s: float, per_image_s: float) -> None:
-        self.fixed_s, self.per_image_s = fixed_s, per_image_s
+    def __init__(self, fixed_s: float, per_image_s: float, first_call_s: float = 0.0) -> None:
+        self.fixed_s, self.per_image_s, self.first_call_s = fixed_s, per_image_s, first_call_s
         self.now = 0.0
         self.sizes: list[int] = []
 
@@ -21,7 +21,7 @@ class Model:
 
     def run(self, batch: np.ndarray) -> None:
         self.sizes.append(len(batch))
-        self.now += self.fixed_s + self.per_image_s * len(batch)
+        self.now += self.fixed_s + self.per_image_s * len(batch) + (self.first_call_s if len(self.sizes) == 1 else 0)
 
 
 def test_a_model_whose_calls_are_mostly_fixed_cost_gathers():
@@ -36,10 +36,16 @@ def test_a_model_whose_batches_cost_as_much_per_image_runs_uploads_one_by_one():
     assert measured_gather(model.run, (3, 8, 8), max_batch_size=16, clock=model.clock)[0] == 1
 
 
-def test_a_slow_model_is_not_probed_beyond_one_call():
+def test_a_slow_model_is_not_probed_beyond_two_calls():
     model = Model(fixed_s=0.0, per_image_s=2 * SLOW_S)
     size, why = measured_gather(model.run, (3, 8, 8), max_batch_size=16, clock=model.clock)
-    assert size == 1 and "not probed" in why and model.sizes == [1]
+    assert size == 1 and "not probed" in why and model.sizes == [1, 1]
+
+
+def test_a_slow_first_call_of_a_cold_session_does_not_decide_alone():
+    # With WARMUP=false no call ran before the probe: its first allocates, and is not the model's time.
+    model = Model(fixed_s=0.002, per_image_s=0.001, first_call_s=10 * SLOW_S)
+    assert measured_gather(model.run, (3, 8, 8), max_batch_size=16, clock=model.clock)[0] == GATHER
 
 
 def test_batches_capped_below_two_never_gather_and_the_batch_cap_bounds_the_size():
