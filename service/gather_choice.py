@@ -23,8 +23,13 @@ GATHER = 4
 """Uploads per gathered batch: the raw limit's best batch on the demo model (a call per core at once)."""
 PAYS = 0.9
 """A batch of :data:`GATHER` is used when its per-image time is at most this share of one image's call."""
-ROUNDS = 3
-"""Timed calls at each size; each size is judged by its fastest (interference only ever slows a call)."""
+ROUNDS = (3, 10)
+"""Timed calls at each size, at least and at most; each size is judged by its fastest (interference only
+ever slows a call). Between the two, rounds go on while they fit :data:`BUDGET_S`: with 3, a host busy at
+start-up (the test suite beside it) left two of the demo's five models judged not to gather (4.13 against
+4.26 ms per image), where a quiet one measured 0.72-0.78."""
+BUDGET_S = 0.5
+"""Start-up time the rounds beyond the minimum may take."""
 SLOW_S = 0.05
 """A one-image call slower than this is not probed: a call's fixed costs (under 1 ms) cannot make up a
 measurable share of it, and timing batches of such a model would cost seconds at start-up."""
@@ -44,8 +49,11 @@ def measured_gather(run: Callable[[np.ndarray], object], input_shape: tuple[int,
     if first > SLOW_S:
         return 1, f"one image takes {first * 1e3:.0f} ms; not probed"
     _timed(run, several, clock)  # its first call at this size may allocate: timed, not judged
-    singles, batches = [], []
-    for _ in range(ROUNDS):
+    singles: list[float] = []
+    batches: list[float] = []
+    least, most = ROUNDS
+    started = clock()
+    while len(singles) < least or (len(singles) < most and clock() - started < BUDGET_S):
         singles.append(_timed(run, one, clock))
         batches.append(_timed(run, several, clock) / size)
     single, batched = min(singles), min(batches)

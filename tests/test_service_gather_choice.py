@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.gather_choice import GATHER, SLOW_S, measured_gather
+from service.gather_choice import GATHER, ROUNDS, SLOW_S, measured_gather
 
 
 class Model:
@@ -52,3 +52,13 @@ def test_batches_capped_below_two_never_gather_and_the_batch_cap_bounds_the_size
     model = Model(fixed_s=0.002, per_image_s=0.001)
     assert measured_gather(model.run, (3, 8, 8), max_batch_size=1, clock=model.clock)[0] == 1 and not model.sizes
     assert measured_gather(model.run, (3, 8, 8), max_batch_size=3, clock=model.clock)[0] == 3
+
+
+def test_rounds_go_on_within_the_start_up_budget_between_the_least_and_the_most():
+    least, most = ROUNDS
+    quick = Model(fixed_s=0.002, per_image_s=0.001)
+    measured_gather(quick.run, (3, 8, 8), max_batch_size=16, clock=quick.clock)
+    assert quick.sizes.count(GATHER) == most + 1  # +1: the first call at that size, not judged
+    slow = Model(fixed_s=0.0, per_image_s=0.04)  # a round costs 0.2 s: the budget allows the least only
+    measured_gather(slow.run, (3, 8, 8), max_batch_size=16, clock=slow.clock)
+    assert slow.sizes.count(GATHER) == least + 1
