@@ -38,12 +38,11 @@ from typing import Any, Generic, TypeVar, cast
 
 from service.batching.config import BatcherConfig, BatcherHooks, Completed
 from service.batching.errors import BatcherError, BatcherStoppedError, DeadlineExceededError, QueueFullError
-from service.batching.preparing_threads import PreparingThreads, settle
+from service.batching.preparing_threads import PreparingThreads, SyncHandler, fail, settle
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-SyncHandler = Callable[[list[T]], Sequence[R | BaseException]]
 AsyncHandler = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 SHED_HEADROOM = 0.75
@@ -125,7 +124,7 @@ class Batcher(Generic[T, R]):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
         while self._queue:
-            self._fail(self._queue.popleft(), BatcherStoppedError(f"{self.name}: stopped before this request ran"))
+            fail(self._queue.popleft(), BatcherStoppedError(f"{self.name}: stopped before this request ran"))
         if self._preparing_threads is not None:
             self._preparing_threads.fail_waiting()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -271,11 +270,11 @@ class Batcher(Generic[T, R]):
                 raise BatcherError(f"{self.name}: handler returned {len(results)} results for {len(batch)} inputs")
         except asyncio.CancelledError:
             for item in batch:
-                self._fail(item, BatcherStoppedError(f"{self.name}: stopped while this request ran"))
+                fail(item, BatcherStoppedError(f"{self.name}: stopped while this request ran"))
             raise
         except Exception as error:  # a failing batch fails only its own items
             for item in batch:
-                self._fail(item, error)
+                fail(item, error)
             return
         finally:
             self._slots.release()
@@ -301,11 +300,6 @@ class Batcher(Generic[T, R]):
                 DeadlineExceededError(f"{self.name}: request did not start within its deadline ({waited:.3f} s)")
             )
             self._report_load()
-
-    @staticmethod
-    def _fail(item: _Item[T, R], error: BaseException) -> None:
-        if not item.future.done():
-            item.future.set_exception(error)
 
     def _purge_done(self) -> None:
         if any(item.future.done() for item in self._queue):

@@ -107,7 +107,7 @@ class PreparingThreads(Generic[T, R]):
         """Answer every item still waiting (the batcher stopped, its drain time spent); on the event loop."""
         for item in list(self._waiting):
             when = "while" if item.started else "before"
-            _fail(item, BatcherStoppedError(f"{self._name}: stopped {when} this request ran"))
+            fail(item, BatcherStoppedError(f"{self._name}: stopped {when} this request ran"))
 
     # -- on the executor's threads ---------------------------------------------------------------
 
@@ -145,7 +145,7 @@ class PreparingThreads(Generic[T, R]):
         try:
             item.value = prepare()
         except BaseException as error:  # any error: its caller waits on this item, and only a thread answers
-            _call_on(loop, _fail, item, error)
+            _call_on(loop, fail, item, error)
             return True
         item.enqueued_at = self._clock()
         item.prepare_s = item.enqueued_at - started
@@ -218,7 +218,8 @@ def settle(batch: Sequence[Batched[R]], results: Sequence[R | BaseException], st
             item.future.set_result(Completed(result, item.prepare_s, started - item.enqueued_at, run_s, len(batch)))
 
 
-def _fail(item: _Waiting[T, R], error: BaseException) -> None:
+def fail(item: Batched[R], error: BaseException) -> None:
+    """Answer a caller still waiting with ``error``, on the event loop."""
     if not item.future.done():
         item.future.set_exception(error)
 
